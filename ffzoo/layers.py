@@ -1,0 +1,396 @@
+"""Layers of the feed-forward-only vision transformer.
+
+Every layer here uses only `keras.ops` and `keras.random`, so it runs unchanged on
+TensorFlow, JAX and PyTorch. Each one is registered for serialization and its
+`get_config()` returns exactly its constructor arguments.
+
+Shapes use B = batch, N = tokens (class token included), E = embedding width.
+"""
+
+import math
+
+import keras
+from keras import ops
+
+# timm's `trunc_normal_(std=0.02)` truncates at +-2 in absolute value, that is at
+# +-100 standard deviations: in distribution it is a plain normal. Keras'
+# TruncatedNormal would cut at +-2 std (and shrink the std by 12%), so the
+# reference initialisation is a RandomNormal.
+REFERENCE_STD = 0.02
+LAYER_NORM_EPSILON = 1e-6
+
+
+def _normal_init():
+    return keras.initializers.RandomNormal(stddev=REFERENCE_STD)
+
+
+def _dense(units, name, dtype):
+    return keras.layers.Dense(
+        units,
+        kernel_initializer=_normal_init(),
+        bias_initializer="zeros",
+        dtype=dtype,
+        name=name,
+    )
+
+
+def _layer_norm(axis, epsilon, name, dtype):
+    # Keras computes the statistics in float32 for half-precision inputs.
+    return keras.layers.LayerNormalization(
+        axis=axis, epsilon=epsilon, dtype=dtype, name=name
+    )
+
+
+@keras.saving.register_keras_serializable(package="ffzoo")
+class PatchEmbedding(keras.layers.Layer):
+    """Non-overlapping `patch_size` x `patch_size` patches, each projected to `embed_dim`.
+
+    A convolution with kernel = stride = `patch_size` and a bias, as in the reference.
+    Its initialisation is PyTorch's `Conv2d` default, which the reference keeps:
+    kernel and bias uniform in +-1/sqrt(fan_in).
+
+    Input `(B, H, W, C)`; output the patch grid `(B, H // patch_size, W // patch_size,
+    embed_dim)` (pixels past the last whole patch are dropped, as PyTorch does).
+    """
+
+    def __init__(self, patch_size, embed_dim, **kwargs):
+        super().__init__(**kwargs)
+        self.patch_size = int(patch_size)
+        self.embed_dim = int(embed_dim)
+
+    def build(self, input_shape):
+        channels = input_shape[-1]
+        fan_in = channels * self.patch_size * self.patch_size
+        bound = 1.0 / math.sqrt(fan_in)
+        self.kernel = self.add_weight(
+            shape=(self.patch_size, self.patch_size, channels, self.embed_dim),
+            initializer=keras.initializers.RandomUniform(-bound, bound),
+            name="kernel",
+        )
+        self.bias = self.add_weight(
+            shape=(self.embed_dim,),
+            initializer=keras.initializers.RandomUniform(-bound, bound),
+            name="bias",
+        )
+
+    def call(self, images):
+        grid = ops.conv(
+            images,
+            ops.cast(self.kernel, images.dtype),
+            strides=self.patch_size,
+            padding="valid",
+            data_format="channels_last",
+        )
+        return grid + ops.cast(self.bias, grid.dtype)
+
+    def compute_output_shape(self, input_shape):
+        batch, height, width, _ = input_shape
+        size = self.patch_size
+        return (
+            batch,
+            None if height is None else height // size,
+            None if width is None else width // size,
+            self.embed_dim,
+        )
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(patch_size=self.patch_size, embed_dim=self.embed_dim)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="ffzoo")
+class ClassTokenPositionEmbedding(keras.layers.Layer):
+    """Flattens the patch grid into tokens, prepends the class token, adds positions.
+
+    Positions are learned as a `grid_size` grid plus one vector for the class token,
+    as in the reference. When the patch grid differs from `grid_size`, the grid is
+    resized bilinearly (half-pixel centres, no antialiasing, like PyTorch's
+    `F.interpolate(mode="bilinear", align_corners=False)`) on every call.
+
+    Input `(B, gh, gw, E)`; output `(B, 1 + gh * gw, E)`, patches in row-major order.
+    """
+
+    def __init__(self, grid_size=(14, 14), **kwargs):
+        super().__init__(**kwargs)
+        self.grid_size = tuple(int(s) for s in grid_size)
+
+    def build(self, input_shape):
+        embed_dim = input_shape[-1]
+        self.class_token = self.add_weight(
+            shape=(embed_dim,), initializer=_normal_init(), name="class_token"
+        )
+        self.class_position = self.add_weight(
+            shape=(embed_dim,), initializer=_normal_init(), name="class_position"
+        )
+        self.position_grid = self.add_weight(
+            shape=(*self.grid_size, embed_dim),
+            initializer=_normal_init(),
+            name="position_grid",
+        )
+
+    def resized_position_grid(self, grid_shape):
+        """The position grid at `grid_shape` (float32, resized when it differs)."""
+        grid = ops.convert_to_tensor(self.position_grid)
+        if tuple(grid_shape) == self.grid_size:
+            return grid
+        return ops.image.resize(
+            grid[None],
+            grid_shape,
+            interpolation="bilinear",
+            antialias=False,
+            data_format="channels_last",
+        )[0]
+
+    def call(self, grid):
+        _, height, width, embed_dim = grid.shape
+        positions = self.resized_position_grid((height, width))
+        patches = grid + ops.cast(positions, grid.dtype)
+        patches = ops.reshape(patches, (-1, height * width, embed_dim))
+        first = ops.cast(self.class_token + self.class_position, grid.dtype)
+        first = ops.broadcast_to(first[None, None, :], (ops.shape(grid)[0], 1, embed_dim))
+        return ops.concatenate([first, patches], axis=1)
+
+    def compute_output_shape(self, input_shape):
+        batch, height, width, embed_dim = input_shape
+        return (batch, 1 + height * width, embed_dim)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(grid_size=self.grid_size)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="ffzoo")
+class DropPath(keras.layers.Layer):
+    """Stochastic depth: drops a residual branch for whole samples while training.
+
+    Each sample survives with probability `1 - rate`; survivors are scaled by
+    `1 / (1 - rate)`. Draws come from the layer's own `SeedGenerator`, so jitted
+    training (JAX) gets fresh masks on every step.
+    """
+
+    def __init__(self, rate=0.0, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        if not 0.0 <= rate < 1.0:
+            raise ValueError(f"DropPath rate must be in [0, 1); got {rate}.")
+        self.rate = float(rate)
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def call(self, x, training=False):
+        if not training or self.rate == 0.0:
+            return x
+        keep = 1.0 - self.rate
+        shape = (ops.shape(x)[0],) + (1,) * (len(x.shape) - 1)
+        draw = keras.random.uniform(shape, seed=self.seed_generator, dtype=x.dtype)
+        mask = ops.cast(draw < keep, x.dtype)
+        return x * (mask / keep)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(rate=self.rate, seed=self.seed)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="ffzoo")
+class FeedForward(keras.layers.Layer):
+    """Linear -> GELU (exact erf form) -> Dropout -> Linear -> Dropout, on the last axis."""
+
+    def __init__(self, hidden_dim, output_dim, dropout_rate=0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.hidden_dim = int(hidden_dim)
+        self.output_dim = int(output_dim)
+        self.dropout_rate = float(dropout_rate)
+        self.fc1 = _dense(self.hidden_dim, "fc1", self.dtype_policy)
+        self.fc2 = _dense(self.output_dim, "fc2", self.dtype_policy)
+        self.dropout1 = keras.layers.Dropout(self.dropout_rate, dtype=self.dtype_policy, name="dropout1")
+        self.dropout2 = keras.layers.Dropout(self.dropout_rate, dtype=self.dtype_policy, name="dropout2")
+
+    def build(self, input_shape):
+        self.fc1.build(input_shape)
+        self.fc2.build((*input_shape[:-1], self.hidden_dim))
+
+    def call(self, x, training=False):
+        x = ops.gelu(self.fc1(x), approximate=False)
+        x = self.dropout1(x, training=training)
+        return self.dropout2(self.fc2(x), training=training)
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], self.output_dim)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            hidden_dim=self.hidden_dim,
+            output_dim=self.output_dim,
+            dropout_rate=self.dropout_rate,
+        )
+        return config
+
+
+class _ResidualFF(keras.layers.Layer):
+    """`x + DropPath(FeedForward(LayerNorm(x)))` over the last axis of width `dim`."""
+
+    def __init__(self, dim, hidden_dim, dropout_rate=0.0, drop_path_rate=0.0,
+                 epsilon=LAYER_NORM_EPSILON, **kwargs):
+        super().__init__(**kwargs)
+        self.dim = int(dim)
+        self.hidden_dim = int(hidden_dim)
+        self.dropout_rate = float(dropout_rate)
+        self.drop_path_rate = float(drop_path_rate)
+        self.epsilon = float(epsilon)
+        self.norm = _layer_norm(-1, self.epsilon, "norm", self.dtype_policy)
+        self.ff = FeedForward(self.hidden_dim, self.dim, self.dropout_rate,
+                              dtype=self.dtype_policy, name="ff")
+        self.drop_path = DropPath(self.drop_path_rate, dtype=self.dtype_policy, name="drop_path")
+
+    def _branch_input_shape(self, input_shape):
+        return input_shape
+
+    def build(self, input_shape):
+        shape = self._branch_input_shape(input_shape)
+        if shape[-1] != self.dim:
+            raise ValueError(
+                f"{self.__class__.__name__} '{self.name}' was built for width {self.dim} "
+                f"but its input has {shape[-1]} on the mixed axis (input shape {input_shape})."
+            )
+        self.norm.build(shape)
+        self.ff.build(shape)
+
+    def residual(self, x, training):
+        return x + self.drop_path(self.ff(self.norm(x), training=training), training=training)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            dim=self.dim,
+            hidden_dim=self.hidden_dim,
+            dropout_rate=self.dropout_rate,
+            drop_path_rate=self.drop_path_rate,
+            epsilon=self.epsilon,
+        )
+        return config
+
+
+@keras.saving.register_keras_serializable(package="ffzoo")
+class FeatureFF(_ResidualFF):
+    """Feed-forward over the feature axis: `x + DropPath(FF(LayerNorm(x)))`.
+
+    Input and output `(B, N, dim)`; the FF hidden width is `hidden_dim`.
+    """
+
+    def call(self, x, training=False):
+        return self.residual(x, training)
+
+
+@keras.saving.register_keras_serializable(package="ffzoo")
+class TokenFF(_ResidualFF):
+    """Feed-forward over the token axis, the paper's replacement for attention.
+
+    Input and output `(B, dim, E)` where `dim` is the token count. The tokens are
+    moved to the last axis, LayerNorm normalizes over the tokens (its scale and
+    offset have `dim` entries), the FF mixes tokens with hidden width `hidden_dim`,
+    and the result is moved back.
+    """
+
+    def _branch_input_shape(self, input_shape):
+        return (input_shape[0], input_shape[2], input_shape[1])
+
+    def call(self, x, training=False):
+        x = ops.transpose(x, (0, 2, 1))
+        return ops.transpose(self.residual(x, training), (0, 2, 1))
+
+
+@keras.saving.register_keras_serializable(package="ffzoo")
+class FFBlock(keras.layers.Layer):
+    """One block of the FF-only ViT: a feature FF, then a token FF.
+
+    Args:
+        embed_dim: width E of each token.
+        num_tokens: N, the token count (class token included) the block mixes over.
+        mlp_dim: hidden width of the feature FF (`int(E * mlp_ratio)` in the paper).
+        token_mlp_dim: hidden width of the token FF (`int(N * mlp_ratio)` in the
+            paper; a fixed value makes the cost linear in N).
+        dropout_rate: dropout inside both FFs.
+        drop_path_rate: stochastic depth rate of both residual branches.
+        epsilon: LayerNorm epsilon (1e-6 in the reference).
+    """
+
+    def __init__(self, embed_dim, num_tokens, mlp_dim, token_mlp_dim, dropout_rate=0.0,
+                 drop_path_rate=0.0, epsilon=LAYER_NORM_EPSILON, **kwargs):
+        super().__init__(**kwargs)
+        self.embed_dim = int(embed_dim)
+        self.num_tokens = int(num_tokens)
+        self.mlp_dim = int(mlp_dim)
+        self.token_mlp_dim = int(token_mlp_dim)
+        self.dropout_rate = float(dropout_rate)
+        self.drop_path_rate = float(drop_path_rate)
+        self.epsilon = float(epsilon)
+        common = dict(dropout_rate=self.dropout_rate, drop_path_rate=self.drop_path_rate,
+                      epsilon=self.epsilon, dtype=self.dtype_policy)
+        self.feature_ff = FeatureFF(self.embed_dim, self.mlp_dim, name="feature_ff", **common)
+        self.token_ff = TokenFF(self.num_tokens, self.token_mlp_dim, name="token_ff", **common)
+
+    def build(self, input_shape):
+        self.feature_ff.build(input_shape)
+        self.token_ff.build(input_shape)
+
+    def call(self, x, training=False):
+        x = self.feature_ff(x, training=training)
+        return self.token_ff(x, training=training)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            embed_dim=self.embed_dim,
+            num_tokens=self.num_tokens,
+            mlp_dim=self.mlp_dim,
+            token_mlp_dim=self.token_mlp_dim,
+            dropout_rate=self.dropout_rate,
+            drop_path_rate=self.drop_path_rate,
+            epsilon=self.epsilon,
+        )
+        return config
+
+
+POOLING_MODES = ("token", "avg", "max")
+
+
+@keras.saving.register_keras_serializable(package="ffzoo")
+class TokenPooling(keras.layers.Layer):
+    """Reduces `(B, N, E)` tokens to `(B, E)`.
+
+    `"token"` takes the class token (token 0), as the classifier does; `"avg"` and
+    `"max"` pool over the patch tokens only (the class token excluded, as in timm).
+    """
+
+    def __init__(self, mode="token", **kwargs):
+        super().__init__(**kwargs)
+        if mode not in POOLING_MODES:
+            raise ValueError(f"TokenPooling mode must be one of {POOLING_MODES}; got {mode!r}.")
+        self.mode = mode
+
+    def call(self, tokens):
+        if self.mode == "token":
+            return tokens[:, 0]
+        if self.mode == "avg":
+            return ops.mean(tokens[:, 1:], axis=1)
+        return ops.max(tokens[:, 1:], axis=1)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], input_shape[2])
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(mode=self.mode)
+        return config

@@ -1,0 +1,4 @@
+"""Model families. Importing this package registers every model."""
+
+from ffzoo.models.ffvit import FFViT, FFViTBase, FFViTLarge, FFViTTiny
+from ffzoo.models.registry import create_model, list_models

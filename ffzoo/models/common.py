@@ -1,0 +1,236 @@
+"""Pieces shared by the model families: argument checks, the stem and the head.
+
+Every argument is checked before any layer is created, so a bad call fails fast
+with a message that says what would work.
+"""
+
+import dataclasses
+import os
+
+import keras
+import numpy as np
+
+from ffzoo import layers as ffl
+
+
+@dataclasses.dataclass
+class ModelSpec:
+    """The checked, normalized arguments of one model build."""
+
+    name: str
+    include_top: bool
+    weights: object
+    weights_preset: str
+    input_tensor: object
+    input_shape: tuple  # as the user gives it, in the global image data format
+    channels_first: bool
+    pooling: str
+    classes: int
+    classifier_activation: object
+
+
+def describe_dims(dims):
+    size, patch = dims["image_size"], dims["patch_size"]
+    tokens = 1 + (size // patch) ** 2
+    return (
+        f"patch {patch}, width {dims['embed_dim']}, depth {dims['depth']}, "
+        f"MLP ratio {dims['mlp_ratio']:g}, {size} px input ({tokens} tokens)"
+    )
+
+
+def drop_path_rates(drop_path_rate, depth):
+    """Stochastic depth per block, rising linearly from 0 to `drop_path_rate`."""
+    return [float(r) for r in np.linspace(0.0, drop_path_rate, depth)]
+
+
+def _check_rate(label, value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+        raise ValueError(f"{label} must be a number in [0, 1); got {value!r}.")
+
+
+def _check_activation(value):
+    if value is None or callable(value):
+        return
+    try:
+        keras.activations.get(value)
+    except (ValueError, TypeError):
+        raise ValueError(
+            f"classifier_activation={value!r} is not an activation Keras knows. Use None "
+            "(logits), 'softmax', another name from keras.activations, or a callable."
+        ) from None
+
+
+def _resolve_input_shape(input_tensor, input_shape, image_size, channels_first):
+    if input_tensor is not None:
+        if not isinstance(input_tensor, keras.KerasTensor):
+            raise ValueError(
+                "input_tensor must be a Keras tensor (from keras.Input or a layer's output); "
+                f"got {type(input_tensor).__name__}."
+            )
+        tensor_shape = tuple(input_tensor.shape[1:])
+        if input_shape is not None and tuple(input_shape) != tensor_shape:
+            raise ValueError(
+                f"input_shape {tuple(input_shape)} does not match input_tensor's shape "
+                f"{tensor_shape}; pass one of them."
+            )
+        input_shape = tensor_shape
+    if input_shape is None:
+        input_shape = (3, image_size, image_size) if channels_first else (image_size, image_size, 3)
+    input_shape = tuple(input_shape)
+    if len(input_shape) != 3:
+        raise ValueError(
+            f"input_shape must have 3 entries (height, width, channels); got {input_shape}."
+        )
+    if any(d is None for d in input_shape):
+        raise ValueError(
+            f"input_shape {input_shape} has an unknown size: these models need a fixed "
+            "input size (the patch grid decides the token count)."
+        )
+    return input_shape
+
+
+def validate_arguments(
+    *,
+    name,
+    patch_size,
+    image_size,
+    num_tokens,
+    fixed_token_count,
+    include_top,
+    weights,
+    weights_preset,
+    input_tensor,
+    input_shape,
+    pooling,
+    classes,
+    classifier_activation,
+    drop_rate,
+    drop_path_rate,
+):
+    """Checks a model's arguments and returns a `ModelSpec`; raises `ValueError`."""
+    from ffzoo import weights as ffweights
+
+    if not isinstance(include_top, bool):
+        raise ValueError(f"include_top must be True or False; got {include_top!r}.")
+    if pooling is not None and pooling not in ffl.POOLING_MODES:
+        raise ValueError(
+            f"pooling={pooling!r} is not supported; use None, "
+            + ", ".join(repr(m) for m in ffl.POOLING_MODES)
+            + "."
+        )
+    if include_top and pooling not in (None, "token"):
+        raise ValueError(
+            f"pooling={pooling!r} needs include_top=False: the classifier reads the class "
+            "token. Use include_top=False to get pooled features."
+        )
+    if isinstance(classes, bool) or not isinstance(classes, (int, np.integer)) or classes < 1:
+        raise ValueError(f"classes must be an integer >= 1; got {classes!r}.")
+    _check_activation(classifier_activation)
+    _check_rate("drop_rate", drop_rate)
+    _check_rate("drop_path_rate", drop_path_rate)
+    if not isinstance(image_size, int) or image_size < patch_size:
+        raise ValueError(f"image_size must be an integer >= patch size {patch_size}; got {image_size!r}.")
+
+    channels_first = keras.config.image_data_format() == "channels_first"
+    shape = _resolve_input_shape(input_tensor, input_shape, image_size, channels_first)
+    height, width, channels = (shape[1], shape[2], shape[0]) if channels_first else shape
+    if channels < 1:
+        raise ValueError(f"input_shape {shape} has no channels.")
+    if height < patch_size or width < patch_size:
+        raise ValueError(
+            f"input_shape {shape} is smaller than one {patch_size} x {patch_size} patch."
+        )
+    grid = (height // patch_size, width // patch_size)
+    if fixed_token_count and 1 + grid[0] * grid[1] != num_tokens:
+        side = image_size // patch_size
+        raise ValueError(
+            f"{name} mixes exactly {num_tokens} tokens (a class token and {side} x {side} "
+            f"patches of {patch_size} px), but input_shape {shape} gives a "
+            f"{grid[0]} x {grid[1]} patch grid ({1 + grid[0] * grid[1]} tokens). Inputs of "
+            f"{side * patch_size} to {(side + 1) * patch_size - 1} px per side work (any "
+            f"height and width with (h // {patch_size}) * (w // {patch_size}) == {side * side}). "
+            "token_mlp_dim does not lift this: the token FF's LayerNorm and first layer are "
+            "sized by the token count. To build an untrained model for another input size, "
+            "pass image_size=<pixels>."
+        )
+
+    ffweights.check_weights_argument(
+        weights,
+        preset=weights_preset,
+        include_top=include_top,
+        classes=classes,
+        classifier_activation=classifier_activation,
+        channels=channels,
+        image_size=image_size,
+        grid=grid,
+    )
+    return ModelSpec(
+        name=name,
+        include_top=include_top,
+        weights=weights,
+        weights_preset=weights_preset,
+        input_tensor=input_tensor,
+        input_shape=shape,
+        channels_first=channels_first,
+        pooling=pooling,
+        classes=int(classes),
+        classifier_activation=classifier_activation,
+    )
+
+
+def embed_patches(spec, patch_size, embed_dim, pos_grid_size, drop_rate):
+    """Input -> patch embedding -> class token and positions -> dropout.
+
+    Returns `(model_inputs, tokens)`.
+    """
+    if spec.input_tensor is None:
+        inputs = keras.Input(shape=spec.input_shape, name="images")
+        x = inputs
+    else:
+        inputs = keras.utils.get_source_inputs(spec.input_tensor)
+        x = spec.input_tensor
+    if spec.channels_first:
+        x = keras.layers.Permute((2, 3, 1), name="to_channels_last")(x)
+    x = ffl.PatchEmbedding(patch_size, embed_dim, name="patch_embed")(x)
+    x = ffl.ClassTokenPositionEmbedding(
+        grid_size=(pos_grid_size, pos_grid_size), name="pos_embed"
+    )(x)
+    x = keras.layers.Dropout(drop_rate, name="pos_drop")(x)
+    return inputs, x
+
+
+def _head_dtype():
+    policy = keras.config.dtype_policy()
+    if policy.compute_dtype in ("float16", "bfloat16") and policy.variable_dtype == "float32":
+        return "float32"  # logits (and softmax) in float32 under mixed precision
+    return policy
+
+
+def finish_model(spec, inputs, tokens):
+    """Final LayerNorm, then the classifier or the requested pooling; a `keras.Model`."""
+    x = keras.layers.LayerNormalization(epsilon=ffl.LAYER_NORM_EPSILON, name="norm")(tokens)
+    if spec.include_top:
+        x = ffl.TokenPooling("token", name="pool")(x)
+        x = keras.layers.Dense(
+            spec.classes,
+            activation=spec.classifier_activation,
+            kernel_initializer=keras.initializers.RandomNormal(stddev=ffl.REFERENCE_STD),
+            bias_initializer="zeros",
+            dtype=_head_dtype(),
+            name="head",
+        )(x)
+    elif spec.pooling is not None:
+        x = ffl.TokenPooling(spec.pooling, name="pool")(x)
+    return keras.Model(inputs, x, name=spec.name)
+
+
+def load_weights(model, spec):
+    if spec.weights is None:
+        return
+    from ffzoo import weights as ffweights
+
+    ffweights.load_into(model, spec.weights, preset=spec.weights_preset)
+
+
+def is_path(value):
+    return isinstance(value, (str, os.PathLike))

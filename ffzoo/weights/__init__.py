@@ -1,0 +1,5 @@
+"""Loading weights into ffzoo models."""
+
+import os
+
+from ffzoo.weights.loading import check_weights_argument, load_into
