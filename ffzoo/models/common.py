@@ -187,7 +187,8 @@ def embed_patches(spec, patch_size, embed_dim, pos_grid_size, drop_rate):
         inputs = keras.Input(shape=spec.input_shape, name="images")
         x = inputs
     else:
-        inputs = keras.utils.get_source_inputs(spec.input_tensor)
+        sources = keras.utils.get_source_inputs(spec.input_tensor)
+        inputs = sources[0] if len(sources) == 1 else sources
         x = spec.input_tensor
     if spec.channels_first:
         x = keras.layers.Permute((2, 3, 1), name="to_channels_last")(x)

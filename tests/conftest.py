@@ -1,0 +1,50 @@
+"""Shared fixtures. The whole suite runs once per Keras backend (KERAS_BACKEND)."""
+
+import os
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+BACKEND = keras.backend.backend()
+_MEASUREMENTS = []
+
+
+@pytest.fixture
+def record():
+    """`record(name, value)`: a figure printed in the run's summary (max differences...)."""
+
+    def _record(name, value):
+        _MEASUREMENTS.append((name, value))
+
+    return _record
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _MEASUREMENTS:
+        terminalreporter.section(f"measurements, backend {BACKEND}")
+        for name, value in _MEASUREMENTS:
+            if isinstance(value, float):
+                value = f"{value:.3g}"
+            terminalreporter.write_line(f"{name}: {value}")
+
+
+@pytest.fixture(autouse=True)
+def _restore_global_keras_config():
+    yield
+    keras.config.set_dtype_policy("float32")
+    keras.config.set_image_data_format("channels_last")
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
+
+
+def to_numpy(x):
+    return np.asarray(keras.ops.convert_to_numpy(x))
