@@ -48,3 +48,29 @@ def rng():
 
 def to_numpy(x):
     return np.asarray(keras.ops.convert_to_numpy(x))
+
+
+def python_without(tmp_path, *prefixes):
+    """Environment for a subprocess whose Python cannot see the named distributions.
+
+    Builds a view of site-packages (links) without entries starting with `prefixes`;
+    run the subprocess with `python -S` and this environment.
+    """
+    import site
+
+    view = tmp_path / ("site-packages-without-" + "-".join(prefixes))
+    view.mkdir()
+    for directory in site.getsitepackages():
+        for entry in os.listdir(directory):
+            if entry.lower().startswith(prefixes) or (view / entry).exists():
+                continue
+            os.symlink(os.path.join(directory, entry), view / entry)
+    return dict(os.environ, KERAS_BACKEND=BACKEND, PYTHONPATH=f"{view}{os.pathsep}{ROOT}")
+
+
+def run_python(code, env, *args, timeout=300):
+    """Runs `python -S -c code` in `env`; returns the CompletedProcess."""
+    import subprocess
+
+    return subprocess.run([sys.executable, "-S", "-c", code, *args], env=env,
+                          capture_output=True, text=True, timeout=timeout)

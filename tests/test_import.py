@@ -1,13 +1,8 @@
 """`import ffzoo` and the models work with TensorFlow absent (JAX and PyTorch backends)."""
 
-import os
-import site
-import subprocess
-import sys
-
 import pytest
 
-from tests.conftest import BACKEND, ROOT
+from tests.conftest import BACKEND, python_without, run_python
 
 _CHECK = r"""
 import sys
@@ -23,24 +18,8 @@ except ModuleNotFoundError:
 """
 
 
-def _site_packages_without_tensorflow(tmp_path):
-    """A copy of site-packages (as links) with every TensorFlow distribution left out."""
-    view = tmp_path / "site-packages"
-    view.mkdir()
-    for directory in site.getsitepackages():
-        for entry in os.listdir(directory):
-            if entry.lower().startswith(("tensorflow", "tf_keras")) or (view / entry).exists():
-                continue
-            os.symlink(os.path.join(directory, entry), view / entry)
-    return view
-
-
 @pytest.mark.skipif(BACKEND == "tensorflow", reason="TensorFlow is this run's backend")
 def test_import_without_tensorflow(tmp_path):
-    view = _site_packages_without_tensorflow(tmp_path)
-    # -S: no site module, so only the TensorFlow-free view and the repository are on the path.
-    env = dict(os.environ, KERAS_BACKEND=BACKEND, PYTHONPATH=f"{view}{os.pathsep}{ROOT}")
-    run = subprocess.run([sys.executable, "-S", "-c", _CHECK], env=env,
-                         capture_output=True, text=True, timeout=300)
+    run = run_python(_CHECK, python_without(tmp_path, "tensorflow", "tf_keras"))
     assert run.returncode == 0, run.stderr[-3000:]
     assert run.stdout.strip().splitlines()[-1] == "tensorflow absent; loaded: False"

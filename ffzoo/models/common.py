@@ -106,8 +106,13 @@ def validate_arguments(
     classifier_activation,
     drop_rate,
     drop_path_rate,
+    architecture_changes=(),
 ):
-    """Checks a model's arguments and returns a `ModelSpec`; raises `ValueError`."""
+    """Checks a model's arguments and returns a `ModelSpec`; raises `ValueError`.
+
+    `architecture_changes` lists arguments that make the model differ from the
+    registered `weights_preset` model (pretrained weights would not fit).
+    """
     from ffzoo import weights as ffweights
 
     if not isinstance(include_top, bool):
@@ -156,13 +161,12 @@ def validate_arguments(
 
     ffweights.check_weights_argument(
         weights,
-        preset=weights_preset,
+        model=weights_preset,
         include_top=include_top,
         classes=classes,
         classifier_activation=classifier_activation,
         channels=channels,
-        image_size=image_size,
-        grid=grid,
+        architecture_changes=architecture_changes,
     )
     return ModelSpec(
         name=name,
@@ -230,7 +234,7 @@ def load_weights(model, spec):
         return
     from ffzoo import weights as ffweights
 
-    ffweights.load_into(model, spec.weights, preset=spec.weights_preset)
+    ffweights.load_into(model, spec.weights, preset_model=spec.weights_preset)
 
 
 def is_path(value):

@@ -71,9 +71,19 @@ def FFViT(
             `int(mlp_ratio * num_tokens)` as in the paper.
         weights_preset: name of the weights preset that `weights="imagenet"` loads.
     """
+    if token_mlp_dim is not None and (
+            not isinstance(token_mlp_dim, int) or isinstance(token_mlp_dim, bool) or token_mlp_dim < 1):
+        raise ValueError(f"token_mlp_dim must be a positive integer or None; got {token_mlp_dim!r}.")
     num_tokens = 1 + (image_size // patch_size) ** 2
+    default_token_mlp_dim = int(mlp_ratio * num_tokens)
+    dims = dict(patch_size=patch_size, embed_dim=embed_dim, depth=depth, mlp_ratio=mlp_ratio,
+                image_size=image_size, pos_grid_size=pos_grid_size)
+    published = FFVIT_VARIANTS.get(weights_preset, dims)
+    changes = [f"{k}={v}" for k, v in dims.items() if v != published[k]]
+    if token_mlp_dim is not None and token_mlp_dim != default_token_mlp_dim:
+        changes.append(f"token_mlp_dim={token_mlp_dim}")
     if token_mlp_dim is None:
-        token_mlp_dim = int(mlp_ratio * num_tokens)
+        token_mlp_dim = default_token_mlp_dim
     spec = common.validate_arguments(
         name=name,
         patch_size=patch_size,
@@ -90,9 +100,8 @@ def FFViT(
         classifier_activation=classifier_activation,
         drop_rate=drop_rate,
         drop_path_rate=drop_path_rate,
+        architecture_changes=changes,
     )
-    if not isinstance(token_mlp_dim, int) or isinstance(token_mlp_dim, bool) or token_mlp_dim < 1:
-        raise ValueError(f"token_mlp_dim must be a positive integer or None; got {token_mlp_dim!r}.")
 
     inputs, x = common.embed_patches(spec, patch_size, embed_dim, pos_grid_size, drop_rate)
     for i, rate in enumerate(common.drop_path_rates(drop_path_rate, depth)):

@@ -1,5 +1,12 @@
-"""Loading weights into ffzoo models."""
+"""Published weights: the manifest, downloads, safe checkpoint reading and conversion."""
 
-import os
-
-from ffzoo.weights.loading import check_weights_argument, load_into
+from ffzoo.weights.convert import ConversionError, ffvit_state_dict_to_keras, load_ffvit_state_dict
+from ffzoo.weights.loading import (
+    check_weights_argument,
+    converted_path,
+    imagenet_weights_file,
+    load_into,
+    save_weights_atomically,
+)
+from ffzoo.weights.presets import list_presets, preset_for_model
+from ffzoo.weights.pth import UnsafeCheckpointError, read_state_dict
