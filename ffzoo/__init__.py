@@ -4,7 +4,9 @@ The models run unchanged on TensorFlow, JAX and PyTorch. Importing ffzoo never
 imports TensorFlow; only `ffzoo.data` (the tf.data pipelines) does.
 """
 
-from ffzoo import layers
+from ffzoo import layers, weights
+from ffzoo.complexity import count_flops, count_params
+from ffzoo.imagenet import decode_predictions
 from ffzoo.models import (
     FFViT,
     FFViTBase,
@@ -13,5 +15,6 @@ from ffzoo.models import (
     create_model,
     list_models,
 )
+from ffzoo.preprocessing import preprocess_image
 
 __version__ = "0.1.0"

@@ -1,30 +1,106 @@
-"""The `ffzoo` command line."""
+"""The `ffzoo` command line.
+
+    ffzoo models [PATTERN]                                 list models with their sizes
+    ffzoo predict photo.jpg [...] --model NAME             top-5 ImageNet classes
+    ffzoo convert SRC.pth DST.weights.h5 --model NAME      official checkpoint -> Keras
+"""
 
 import argparse
+import os
 import sys
 
 
 def _cmd_models(args):
     import ffzoo
 
-    print(f"{'model':<28} {'parameters':>13}")
+    print(f"{'model':<28} {'parameters':>13}  {'GFLOPs/image':>12}  ImageNet weights")
     for name in ffzoo.list_models(args.pattern):
-        model = ffzoo.create_model(name)
-        print(f"{name:<28} {model.count_params():>13,}")
+        row = ffzoo.weights.preset_for_model(name)
+        published = f"{row['top1']}% top-1" if row and row["source_url"] else "none"
+        flops = ffzoo.count_flops(name) / 1e9
+        print(f"{name:<28} {ffzoo.count_params(name):>13,}  {flops:>12.2f}  {published}")
+
+
+def _read_image(path):
+    import numpy as np
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert("RGB"))  # as torchvision's image loader does
+    except (OSError, ValueError) as error:
+        raise SystemExit(f"ffzoo predict: cannot read {path}: {error}")
+
+
+def _cmd_predict(args):
+    import numpy as np
+
+    import ffzoo
+
+    batch = np.stack([ffzoo.preprocess_image(_read_image(p)) for p in args.images])
+    model = ffzoo.create_model(args.model, weights=args.weights)
+    results = ffzoo.decode_predictions(model.predict(batch, verbose=0), top=args.top)
+    for path, result in zip(args.images, results):
+        print(path)
+        for rank, (wnid, name, score) in enumerate(result, 1):
+            print(f"  {rank}. {name:<32} {wnid}  {score:.4f}")
+
+
+def _cmd_convert(args):
+    import ffzoo
+    from ffzoo.weights import convert, loading, pth
+
+    if not args.destination.endswith(".weights.h5"):
+        raise SystemExit("ffzoo convert: the destination must end in .weights.h5")
+    state = pth.read_state_dict(args.source, ema=args.ema)
+    head = state.get("head.weight")
+    model = ffzoo.create_model(
+        args.model,
+        include_top=head is not None,
+        classes=head.shape[0] if head is not None else 1000,
+        classifier_activation=None,
+    )
+    convert.load_ffvit_state_dict(model, state)
+    loading.save_weights_atomically(model, args.destination)
+    entry = "model_ema" if args.ema else "model"
+    print(f"converted {len(state)} tensors ({model.count_params():,} parameters, entry "
+          f"'{entry}') from {args.source} into {args.model}: {args.destination}")
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(prog="ffzoo", description=__doc__)
+    parser = argparse.ArgumentParser(prog="ffzoo", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
+
     models = commands.add_parser("models", help="list the registered models")
     models.add_argument("pattern", nargs="?", default=None, help="glob, e.g. 'ffvit_*'")
     models.set_defaults(run=_cmd_models)
+
+    predict = commands.add_parser("predict", help="classify images with a pretrained model")
+    predict.add_argument("images", nargs="+", help="image files (JPEG, PNG, ...)")
+    predict.add_argument("--model", default="ffvit_base_patch16_224")
+    predict.add_argument("--weights", default="imagenet",
+                         help="'imagenet' (default) or a .weights.h5 / .pth path")
+    predict.add_argument("--top", type=int, default=5)
+    predict.set_defaults(run=_cmd_predict)
+
+    convert = commands.add_parser("convert", help="convert an official .pth checkpoint")
+    convert.add_argument("source", help="the authors' .pth checkpoint (DeiT format or a state dict)")
+    convert.add_argument("destination", help="the Keras weights file to write (.weights.h5)")
+    convert.add_argument("--model", required=True, help="registered model name, e.g. ffvit_tiny_patch16_224")
+    convert.add_argument("--ema", action="store_true", help="convert the checkpoint's EMA weights")
+    convert.set_defaults(run=_cmd_convert)
     return parser
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    return args.run(args) or 0
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        return args.run(args) or 0
+    except (ValueError, ImportError) as error:
+        print(f"ffzoo {args.command}: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

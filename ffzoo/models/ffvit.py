@@ -168,7 +168,7 @@ def _make_wrapper(variant, class_name, summary):
     Returns:
         A `keras.Model`.
     """
-    register_model(variant, constructor)
+    register_model(variant, constructor, family="ffvit", dims=FFVIT_VARIANTS[variant])
     return constructor
 
 

@@ -4,13 +4,22 @@ import difflib
 import fnmatch
 
 _MODELS = {}
+_DIMS = {}
 
 
-def register_model(name, constructor):
+def register_model(name, constructor, family, dims):
+    """Registers `constructor` under `name`; `dims` (a dict) describe the architecture."""
     if name in _MODELS:
         raise ValueError(f"A model named {name!r} is already registered.")
     _MODELS[name] = constructor
+    _DIMS[name] = dict(dims, family=family)
     return constructor
+
+
+def model_dims(name):
+    """The registered architecture of `name`: family, patch size, width, depth..."""
+    get_constructor(name)  # a clear error for unknown names
+    return dict(_DIMS[name])
 
 
 def list_models(pattern=None):
