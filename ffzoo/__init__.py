@@ -8,6 +8,9 @@ from ffzoo import layers, weights
 from ffzoo.complexity import count_flops, count_params
 from ffzoo.imagenet import decode_predictions
 from ffzoo.models import (
+    DeiT,
+    DeiTBase,
+    DeiTTiny,
     FFViT,
     FFViTBase,
     FFViTLarge,

@@ -394,3 +394,127 @@ class TokenPooling(keras.layers.Layer):
         config = super().get_config()
         config.update(mode=self.mode)
         return config
+
+
+@keras.saving.register_keras_serializable(package="ffzoo")
+class TokenAttention(keras.layers.Layer):
+    """Multi-head self-attention over tokens, the ViT/DeiT counterpart of `TokenFF`.
+
+    `x + DropPath(proj(attention(LayerNorm(x))))` with a fused `qkv` projection (timm's
+    layout), scaled dot-product attention and `num_heads` heads of width
+    `dim // num_heads`. Input and output `(B, N, dim)`; any N.
+    """
+
+    def __init__(self, dim, num_heads, dropout_rate=0.0, attention_dropout_rate=0.0,
+                 drop_path_rate=0.0, epsilon=LAYER_NORM_EPSILON, **kwargs):
+        super().__init__(**kwargs)
+        if dim % num_heads:
+            raise ValueError(f"dim {dim} is not divisible by num_heads {num_heads}.")
+        self.dim = int(dim)
+        self.num_heads = int(num_heads)
+        self.dropout_rate = float(dropout_rate)
+        self.attention_dropout_rate = float(attention_dropout_rate)
+        self.drop_path_rate = float(drop_path_rate)
+        self.epsilon = float(epsilon)
+        self.head_dim = self.dim // self.num_heads
+        policy = self.dtype_policy
+        self.norm = _layer_norm(-1, self.epsilon, "norm", policy)
+        self.qkv = _dense(3 * self.dim, "qkv", policy)
+        self.proj = _dense(self.dim, "proj", policy)
+        self.attention_dropout = keras.layers.Dropout(self.attention_dropout_rate, dtype=policy,
+                                                      name="attention_dropout")
+        self.proj_dropout = keras.layers.Dropout(self.dropout_rate, dtype=policy, name="proj_dropout")
+        self.drop_path = DropPath(self.drop_path_rate, dtype=policy, name="drop_path")
+
+    def build(self, input_shape):
+        self.norm.build(input_shape)
+        self.qkv.build(input_shape)
+        self.proj.build(input_shape)
+
+    def attend(self, x, training=False):
+        """Self-attention of `(B, N, dim)` tokens (no norm, no residual)."""
+        tokens = x.shape[1]
+        qkv = ops.reshape(self.qkv(x), (-1, tokens, 3, self.num_heads, self.head_dim))
+        query, key, value = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]  # (B, N, heads, head_dim)
+        scale = self.head_dim ** -0.5
+        if training and self.attention_dropout_rate > 0.0:
+            logits = ops.einsum("bqhd,bkhd->bhqk", query, key) * ops.cast(scale, x.dtype)
+            weights = self.attention_dropout(ops.softmax(logits, axis=-1), training=training)
+            out = ops.einsum("bhqk,bkhd->bqhd", weights, value)
+        else:
+            out = ops.dot_product_attention(query, key, value, scale=scale)
+        out = ops.reshape(out, (-1, tokens, self.dim))
+        return self.proj_dropout(self.proj(out), training=training)
+
+    def call(self, x, training=False):
+        return x + self.drop_path(self.attend(self.norm(x), training=training), training=training)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            dim=self.dim,
+            num_heads=self.num_heads,
+            dropout_rate=self.dropout_rate,
+            attention_dropout_rate=self.attention_dropout_rate,
+            drop_path_rate=self.drop_path_rate,
+            epsilon=self.epsilon,
+        )
+        return config
+
+
+@keras.saving.register_keras_serializable(package="ffzoo")
+class AttentionBlock(keras.layers.Layer):
+    """One ViT/DeiT block: token attention, then a feature FF (pre-norm, residual).
+
+    Args:
+        embed_dim: width E of each token.
+        num_heads: attention heads.
+        mlp_dim: hidden width of the feature FF.
+        dropout_rate: dropout after the attention projection and inside the FF.
+        attention_dropout_rate: dropout on the attention weights.
+        drop_path_rate: stochastic depth rate of both residual branches.
+        epsilon: LayerNorm epsilon (1e-6 in DeiT).
+    """
+
+    def __init__(self, embed_dim, num_heads, mlp_dim, dropout_rate=0.0, attention_dropout_rate=0.0,
+                 drop_path_rate=0.0, epsilon=LAYER_NORM_EPSILON, **kwargs):
+        super().__init__(**kwargs)
+        self.embed_dim = int(embed_dim)
+        self.num_heads = int(num_heads)
+        self.mlp_dim = int(mlp_dim)
+        self.dropout_rate = float(dropout_rate)
+        self.attention_dropout_rate = float(attention_dropout_rate)
+        self.drop_path_rate = float(drop_path_rate)
+        self.epsilon = float(epsilon)
+        policy = self.dtype_policy
+        self.attention = TokenAttention(
+            self.embed_dim, self.num_heads, self.dropout_rate, self.attention_dropout_rate,
+            self.drop_path_rate, self.epsilon, dtype=policy, name="attention")
+        self.feature_ff = FeatureFF(self.embed_dim, self.mlp_dim, self.dropout_rate,
+                                    self.drop_path_rate, self.epsilon, dtype=policy, name="feature_ff")
+
+    def build(self, input_shape):
+        self.attention.build(input_shape)
+        self.feature_ff.build(input_shape)
+
+    def call(self, x, training=False):
+        return self.feature_ff(self.attention(x, training=training), training=training)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            embed_dim=self.embed_dim,
+            num_heads=self.num_heads,
+            mlp_dim=self.mlp_dim,
+            dropout_rate=self.dropout_rate,
+            attention_dropout_rate=self.attention_dropout_rate,
+            drop_path_rate=self.drop_path_rate,
+            epsilon=self.epsilon,
+        )
+        return config

@@ -12,6 +12,8 @@ CASES = [
     ("ffvit_tiny_patch16_224", dict(classes=10)),
     ("ffvit_tiny_patch16_224", dict(image_size=320, token_mlp_dim=788)),
     ("ffvit_large_patch32_224", dict(image_size=256)),
+    ("deit_tiny_patch16_224", {}),
+    ("deit_base_patch16_224", dict(include_top=False)),
 ]
 
 
@@ -37,6 +39,12 @@ def _macs_from_weights(model, tokens):
             macs += width * sum(int(np.prod(d.kernel.shape)) for d in (layer.ff.fc1, layer.ff.fc2))
     head = model.get_layer("head")
     return macs + int(np.prod(head.kernel.shape))
+
+
+@pytest.mark.parametrize("name,gmacs", [("deit_tiny_patch16_224", 1.25), ("deit_base_patch16_224", 17.56)])
+def test_count_flops_of_attention_models(name, gmacs):
+    # DeiT reports 1.3 and 17.6 "GFLOPs" (fvcore counts multiply-accumulates).
+    assert abs(ffzoo.count_flops(name) / 2e9 - gmacs) < 0.01
 
 
 @pytest.mark.parametrize("name,tokens,gmacs", [

@@ -8,6 +8,7 @@ import pytest
 
 from ffzoo import layers as ffl
 from tests.conftest import to_numpy
+from tests.reference import numpy_deit
 from tests.reference import numpy_ffvit as ref
 
 # (layer, input shape)
@@ -20,9 +21,13 @@ LAYER_CASES = [
     (lambda: ffl.TokenFF(5, 9, dropout_rate=0.1, drop_path_rate=0.2, name="t"), (2, 5, 6)),
     (lambda: ffl.FFBlock(6, 5, 12, 7, dropout_rate=0.1, drop_path_rate=0.2, name="b"), (2, 5, 6)),
     (lambda: ffl.TokenPooling("avg", name="tp"), (2, 5, 6)),
+    (lambda: ffl.TokenAttention(6, 2, dropout_rate=0.1, attention_dropout_rate=0.2,
+                                drop_path_rate=0.1, name="ta"), (2, 5, 6)),
+    (lambda: ffl.AttentionBlock(6, 3, 12, dropout_rate=0.1, attention_dropout_rate=0.1,
+                                drop_path_rate=0.2, name="ab"), (2, 5, 6)),
 ]
 IDS = ["PatchEmbedding", "ClassTokenPositionEmbedding", "DropPath", "FeedForward",
-       "FeatureFF", "TokenFF", "FFBlock", "TokenPooling"]
+       "FeatureFF", "TokenFF", "FFBlock", "TokenPooling", "TokenAttention", "AttentionBlock"]
 
 
 @pytest.mark.parametrize("make,shape", LAYER_CASES, ids=IDS)
@@ -133,10 +138,32 @@ def test_token_pooling(mode, rng):
     np.testing.assert_allclose(to_numpy(ffl.TokenPooling(mode)(x)), want, atol=1e-6)
 
 
+@pytest.mark.parametrize("training", [False, True])
+def test_token_attention_matches_numpy(training, rng):
+    layer = ffl.TokenAttention(8, 2, attention_dropout_rate=0.0)
+    x = rng.standard_normal((2, 5, 8)).astype("float32")
+    layer.build(x.shape)
+    for w in layer.weights:
+        w.assign(rng.standard_normal(w.shape).astype("float32") * 0.5)
+    g, b, wqkv, bqkv, wproj, bproj = (to_numpy(w).astype(np.float64) for w in layer.weights)
+    state = {"a.qkv.weight": wqkv.T, "a.qkv.bias": bqkv, "a.proj.weight": wproj.T, "a.proj.bias": bproj}
+    want = x + numpy_deit.attention(ref.layer_norm(x, g, b), state, "a.", 2)
+    np.testing.assert_allclose(to_numpy(layer(x, training=training)), want, atol=1e-5)
+
+
+def test_attention_dropout_path_drops_weights(rng):
+    layer = ffl.TokenAttention(8, 2, attention_dropout_rate=0.5, drop_path_rate=0.0)
+    x = rng.standard_normal((2, 5, 8)).astype("float32")
+    inference = to_numpy(layer(x))
+    assert not np.allclose(to_numpy(layer(x, training=True)), inference, atol=1e-4)
+
+
 def test_layer_argument_errors():
     with pytest.raises(ValueError, match="mode must be one of"):
         ffl.TokenPooling("mean")
     with pytest.raises(ValueError, match=r"rate must be in \[0, 1\)"):
         ffl.DropPath(1.0)
+    with pytest.raises(ValueError, match="not divisible by num_heads"):
+        ffl.TokenAttention(10, 3)
     with pytest.raises(ValueError, match="built for width 4"):
         ffl.TokenFF(4, 8)(np.zeros((1, 5, 3), "float32"))

@@ -4,24 +4,24 @@ import keras
 import numpy as np
 import pytest
 
-import ffzoo
 from ffzoo import layers as ffl
 from tests.conftest import to_numpy
+from tests.families import FAMILIES, small_model
 
-SMALL = dict(patch_size=8, embed_dim=16, depth=2, image_size=32, pos_grid_size=4, classes=5)
 
-
+@pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("policy,half", [("mixed_bfloat16", "bfloat16"), ("mixed_float16", "float16")])
-def test_mixed_policy_dtypes(policy, half, rng):
+def test_mixed_policy_dtypes(family, policy, half, rng):
     images = rng.standard_normal((2, 32, 32, 3)).astype("float32")
-    reference = ffzoo.FFViT(**SMALL, classifier_activation=None)
+    reference = small_model(family, classes=5, classifier_activation=None)
     keras.config.set_dtype_policy(policy)
-    model = ffzoo.FFViT(**SMALL, classifier_activation=None)
+    model = small_model(family, classes=5, classifier_activation=None)
     model.set_weights(reference.get_weights())
     assert {w.dtype for w in model.weights} == {"float32"}  # float32 master weights
     block = model.get_layer("block_0")
     assert block.compute_dtype == half
-    assert block.token_ff.norm.compute_dtype == half and block.token_ff.norm.gamma.dtype == "float32"
+    mixer = block.token_ff if family == "ffvit" else block.attention
+    assert mixer.norm.compute_dtype == half and mixer.norm.gamma.dtype == "float32"
     assert model.get_layer("head").compute_dtype == "float32"
     logits = model(images)
     assert keras.backend.standardize_dtype(logits.dtype) == "float32"

@@ -5,21 +5,25 @@ import numpy as np
 import pytest
 
 import ffzoo
-from ffzoo.weights.convert import load_ffvit_state_dict
+from tests import families
 from tests.conftest import to_numpy
+from tests.families import FAMILIES
 from tests.reference import numpy_ffvit as ref
 
-# Parameter counts measured on the reference code (shared/REFERENCE.md).
+# Parameter counts measured on the reference code (shared/REFERENCE.md), and timm's
+# DeiT models (5.7M and 86.6M in the DeiT paper).
 REFERENCE_PARAMS = {
     "ffvit_tiny_patch16_224": 7_676_332,
     "ffvit_base_patch16_224": 61_943_020,
     "ffvit_large_patch32_224": 206_363_576,
+    "deit_tiny_patch16_224": 5_717_416,
+    "deit_base_patch16_224": 86_567_656,
 }
-SMALL = dict(patch_size=8, embed_dim=16, depth=2, image_size=32, pos_grid_size=4)
+SMALL = families.SMALL["ffvit"]
 
 
 def test_list_models():
-    assert set(REFERENCE_PARAMS) <= set(ffzoo.list_models())
+    assert set(REFERENCE_PARAMS) == set(ffzoo.list_models())
     assert ffzoo.list_models("ffvit_*_patch16_*") == [
         "ffvit_base_patch16_224", "ffvit_tiny_patch16_224"]
 
@@ -40,11 +44,14 @@ def test_ff_large_resizes_its_14x14_grid_to_7x7():
     keras.backend.clear_session()
 
 
-def test_wrappers_and_create_model_agree():
-    a = ffzoo.FFViTTiny(include_top=False, pooling="token")
-    b = ffzoo.create_model("ffvit_tiny_patch16_224", include_top=False, pooling="token")
+@pytest.mark.parametrize("wrapper,name", [(ffzoo.FFViTTiny, "ffvit_tiny_patch16_224"),
+                                          (ffzoo.DeiTTiny, "deit_tiny_patch16_224")])
+def test_wrappers_and_create_model_agree(wrapper, name):
+    a = wrapper(include_top=False, pooling="token")
+    b = ffzoo.create_model(name, include_top=False, pooling="token")
     assert a.get_config()["layers"] == b.get_config()["layers"]
     assert a.output.shape == (None, 192)
+    assert a.name == name
 
 
 def test_token_mlp_dim_fixes_the_token_hidden_width():
@@ -57,19 +64,12 @@ def test_token_mlp_dim_fixes_the_token_hidden_width():
     assert wide.get_layer("block_0").token_ff.ff.fc1.kernel.shape == (tokens, 10)
 
 
-def _small_with_weights(rng, **kwargs):
-    model = ffzoo.FFViT(**SMALL, **kwargs)
-    sd = ref.random_state_dict(rng, patch_size=8, embed_dim=16, depth=2, num_tokens=17,
-                               pos_grid=4, classes=kwargs.get("classes", 1000))
-    load_ffvit_state_dict(model, sd)
-    return model, sd
-
-
+@pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("pooling", [None, "token", "avg", "max"])
-def test_notop_pooling(pooling, rng):
-    model, sd = _small_with_weights(rng, include_top=False, pooling=pooling)
+def test_notop_pooling(family, pooling, rng):
+    model, sd = families.small_with_reference_weights(family, rng, include_top=False, pooling=pooling)
     images = rng.standard_normal((2, 32, 32, 3)).astype("float32")
-    tokens = ref.forward_tokens(sd, images, 8)
+    tokens = families.numpy_tokens(family, sd, images, families.SMALL[family])
     want = {None: tokens, "token": tokens[:, 0], "avg": tokens[:, 1:].mean(1),
             "max": tokens[:, 1:].max(1)}[pooling]
     got = model.predict(images, verbose=0)
@@ -78,27 +78,31 @@ def test_notop_pooling(pooling, rng):
     assert all("head" not in w.path for w in model.weights)
 
 
-def test_classes_and_classifier_activation(rng):
-    logits_model, sd = _small_with_weights(rng, classes=5, classifier_activation=None)
+@pytest.mark.parametrize("family", FAMILIES)
+def test_classes_and_classifier_activation(family, rng):
+    logits_model, sd = families.small_with_reference_weights(family, rng, classes=5,
+                                                             classifier_activation=None)
     images = rng.standard_normal((3, 32, 32, 3)).astype("float32")
     logits = logits_model.predict(images, verbose=0)
     assert logits.shape == (3, 5)
-    np.testing.assert_allclose(logits, ref.forward(sd, images, 8), atol=1e-4)
+    np.testing.assert_allclose(
+        logits, families.numpy_logits(family, sd, images, families.SMALL[family]), atol=1e-4)
     assert np.abs(logits.sum(1) - 1).max() > 0.1  # not probabilities
-    probs = ffzoo.FFViT(**SMALL, classes=5)
-    load_ffvit_state_dict(probs, sd)
+    probs = families.small_model(family, classes=5)
+    probs.set_weights(logits_model.get_weights())
     np.testing.assert_allclose(probs.predict(images, verbose=0), ref.softmax(logits), atol=1e-5)
-    sig = ffzoo.FFViT(**SMALL, classes=5, classifier_activation="sigmoid")
-    load_ffvit_state_dict(sig, sd)
+    sig = families.small_model(family, classes=5, classifier_activation="sigmoid")
+    sig.set_weights(logits_model.get_weights())
     np.testing.assert_allclose(sig.predict(images, verbose=0), 1 / (1 + np.exp(-logits)), atol=1e-5)
 
 
-def test_custom_input_tensor(rng):
+@pytest.mark.parametrize("family", FAMILIES)
+def test_custom_input_tensor(family, rng):
     inputs = keras.Input((32, 32, 3), name="pixels")
     x = keras.layers.Rescaling(2.0, offset=-1.0)(inputs)
-    model = ffzoo.FFViT(**SMALL, input_tensor=x, classes=4, include_top=True)
+    model = families.small_model(family, input_tensor=x, classes=4, include_top=True)
     assert model.inputs[0].name == inputs.name
-    plain = ffzoo.FFViT(**SMALL, classes=4)
+    plain = families.small_model(family, classes=4)
     plain.set_weights(model.get_weights())
     images = rng.uniform(size=(2, 32, 32, 3)).astype("float32")
     np.testing.assert_allclose(model.predict(images, verbose=0),
@@ -115,6 +119,15 @@ def test_channels_first_data_format(rng):
     images = rng.standard_normal((2, 32, 32, 3)).astype("float32")
     np.testing.assert_allclose(cf.predict(np.transpose(images, (0, 3, 1, 2)), verbose=0),
                                cl.predict(images, verbose=0), atol=1e-5)
+
+
+def test_attention_models_take_any_input_size():
+    model = ffzoo.DeiTTiny(input_shape=(384, 256, 3), include_top=False)
+    assert model.output.shape == (None, 1 + 24 * 16, 192)
+    with pytest.raises(ValueError, match="smaller than one 16 x 16 patch"):
+        ffzoo.DeiTTiny(input_shape=(8, 224, 3))
+    with pytest.raises(ValueError, match="deit_tiny_patch16_224 has no published ImageNet weights"):
+        ffzoo.DeiTTiny(weights="imagenet")
 
 
 def test_accepted_input_sizes_share_the_token_count(rng):

@@ -24,10 +24,18 @@ def _randomize(model, seed=0):
                        for w in model.weights])
 
 
-@pytest.mark.parametrize("kwargs", [dict(SAVED), dict(SMALL, include_top=False, pooling="avg")],
-                         ids=["classifier", "notop_avg"])
-def test_keras_file_round_trip(kwargs, tmp_path, rng):
-    model = ffzoo.FFViT(**kwargs)
+DEIT_SAVED = dict(patch_size=16, embed_dim=16, depth=2, num_heads=2, image_size=32,
+                  pos_grid_size=14, classes=6, drop_rate=0.1, drop_path_rate=0.2,
+                  attention_dropout_rate=0.1)
+
+
+@pytest.mark.parametrize("builder,kwargs", [
+    (ffzoo.FFViT, dict(SAVED)),
+    (ffzoo.FFViT, dict(SMALL, include_top=False, pooling="avg")),
+    (ffzoo.DeiT, dict(DEIT_SAVED)),
+], ids=["ffvit_classifier", "ffvit_notop_avg", "deit_classifier"])
+def test_keras_file_round_trip(builder, kwargs, tmp_path, rng):
+    model = builder(**kwargs)
     _randomize(model)
     images = rng.standard_normal((2, 32, 32, 3)).astype("float32")
     want = model.predict(images, verbose=0)
@@ -40,28 +48,29 @@ def test_keras_file_round_trip(kwargs, tmp_path, rng):
 
 
 _OTHER = r"""
-import sys, numpy as np, ffzoo
-kwargs, weights, images, out = __import__("json").loads(sys.argv[1]), *sys.argv[2:]
-model = ffzoo.FFViT(**kwargs, weights=weights)
-np.save(out, model.predict(np.load(images), verbose=0))
+import json, sys, numpy as np, ffzoo
+kwargs, folder = json.loads(sys.argv[1]), sys.argv[2]
+images = np.load(f"{folder}/images.npy")
+for family, builder in (("ffvit", ffzoo.FFViT), ("deit", ffzoo.DeiT)):
+    model = builder(**kwargs[family], weights=f"{folder}/{family}.weights.h5")
+    np.save(f"{folder}/{family}_{sys.argv[3]}.npy", model.predict(images, verbose=0))
 """
 
 
-def test_weights_file_loads_on_the_other_backends(tmp_path, rng):
-    model = ffzoo.FFViT(**SAVED)
-    _randomize(model, seed=1)
+def test_weights_files_load_on_the_other_backends(tmp_path, rng):
     images = rng.standard_normal((2, 32, 32, 3)).astype("float32")
-    want = model.predict(images, verbose=0)
-    weights = str(tmp_path / f"written_by_{BACKEND}.weights.h5")
-    model.save_weights(weights)
     np.save(tmp_path / "images.npy", images)
+    configs, want = {"ffvit": SAVED, "deit": DEIT_SAVED}, {}
+    for family, builder in (("ffvit", ffzoo.FFViT), ("deit", ffzoo.DeiT)):
+        model = builder(**configs[family])
+        _randomize(model, seed=1)
+        want[family] = model.predict(images, verbose=0)
+        model.save_weights(str(tmp_path / f"{family}.weights.h5"))
     for other in sorted({"tensorflow", "jax", "torch"} - {BACKEND}):
-        out = str(tmp_path / f"{other}.npy")
         env = dict(os.environ, KERAS_BACKEND=other, PYTHONPATH=ROOT)
-        run = subprocess.run(
-            [sys.executable, "-c", _OTHER, json.dumps(SAVED), weights,
-             str(tmp_path / "images.npy"), out],
-            env=env, capture_output=True, text=True, timeout=300,
-        )
+        run = subprocess.run([sys.executable, "-c", _OTHER, json.dumps(configs), str(tmp_path), other],
+                             env=env, capture_output=True, text=True, timeout=300)
         assert run.returncode == 0, run.stderr[-3000:]
-        np.testing.assert_allclose(np.load(out), want, atol=1e-5, err_msg=f"loaded on {other}")
+        for family in configs:
+            np.testing.assert_allclose(np.load(tmp_path / f"{family}_{other}.npy"), want[family],
+                                       atol=1e-5, err_msg=f"{family} written on {BACKEND}, loaded on {other}")

@@ -2,10 +2,9 @@
 
 import keras
 import numpy as np
+import pytest
 
-import ffzoo
-
-SMALL = dict(patch_size=8, embed_dim=32, depth=2, image_size=32, pos_grid_size=4, classes=4)
+from tests.families import FAMILIES, small_model
 
 
 def _pattern_data(n, seed):
@@ -17,10 +16,12 @@ def _pattern_data(n, seed):
     return images.astype("float32"), labels
 
 
-def test_fit_reduces_the_loss():
+@pytest.mark.parametrize("family", FAMILIES)
+def test_fit_reduces_the_loss(family):
     keras.utils.set_random_seed(0)
     images, labels = _pattern_data(64, 0)
-    model = ffzoo.FFViT(**SMALL, classifier_activation=None, drop_rate=0.1, drop_path_rate=0.1)
+    model = small_model(family, embed_dim=32, classes=4, classifier_activation=None,
+                        drop_rate=0.1, drop_path_rate=0.1)
     model.compile(optimizer=keras.optimizers.AdamW(1e-3),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     history = model.fit(images, labels, batch_size=16, epochs=6, verbose=0)
@@ -29,12 +30,13 @@ def test_fit_reduces_the_loss():
     assert losses[-1] < 0.7 * losses[0], losses
 
 
-def test_each_jitted_training_step_draws_fresh_masks():
+@pytest.mark.parametrize("family", FAMILIES)
+def test_each_jitted_training_step_draws_fresh_masks(family):
     # With a zero learning rate the weights never change, so the loss can only differ
     # between steps if dropout and stochastic depth draw new masks each step. Masks
     # drawn without a seed generator would be frozen into the compiled step (JAX).
     keras.utils.set_random_seed(1)
-    model = ffzoo.FFViT(**SMALL, drop_rate=0.3, drop_path_rate=0.5)
+    model = small_model(family, embed_dim=32, classes=4, drop_rate=0.3, drop_path_rate=0.5)
     model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.0),
                   loss="sparse_categorical_crossentropy",
                   jit_compile=keras.backend.backend() != "torch")

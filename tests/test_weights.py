@@ -103,11 +103,11 @@ def test_conversion_is_strict(name, mutate, message, tiny_state):
     state = dict(tiny_state)
     mutate(state)
     with pytest.raises(ConversionError, match=message):
-        convert.ffvit_state_dict_to_keras(state, _shapes())
+        convert.state_dict_to_keras(state, _shapes())
 
 
 def test_conversion_uses_every_tensor_once(tiny_state):
-    converted = convert.ffvit_state_dict_to_keras(tiny_state, _shapes())
+    converted = convert.state_dict_to_keras(tiny_state, _shapes())
     assert len(converted) == len(tiny_state) == 153
     assert sum(a.size for a in converted.values()) == 7_676_332
 

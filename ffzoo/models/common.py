@@ -5,6 +5,7 @@ with a message that says what would work.
 """
 
 import dataclasses
+import inspect
 import os
 
 import keras
@@ -32,8 +33,9 @@ class ModelSpec:
 def describe_dims(dims):
     size, patch = dims["image_size"], dims["patch_size"]
     tokens = 1 + (size // patch) ** 2
+    heads = f", {dims['num_heads']} heads" if "num_heads" in dims else ""
     return (
-        f"patch {patch}, width {dims['embed_dim']}, depth {dims['depth']}, "
+        f"patch {patch}, width {dims['embed_dim']}, depth {dims['depth']}{heads}, "
         f"MLP ratio {dims['mlp_ratio']:g}, {size} px input ({tokens} tokens)"
     )
 
@@ -43,7 +45,7 @@ def drop_path_rates(drop_path_rate, depth):
     return [float(r) for r in np.linspace(0.0, drop_path_rate, depth)]
 
 
-def _check_rate(label, value):
+def check_rate(label, value):
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
         raise ValueError(f"{label} must be a number in [0, 1); got {value!r}.")
 
@@ -131,8 +133,8 @@ def validate_arguments(
     if isinstance(classes, bool) or not isinstance(classes, (int, np.integer)) or classes < 1:
         raise ValueError(f"classes must be an integer >= 1; got {classes!r}.")
     _check_activation(classifier_activation)
-    _check_rate("drop_rate", drop_rate)
-    _check_rate("drop_path_rate", drop_path_rate)
+    check_rate("drop_rate", drop_rate)
+    check_rate("drop_path_rate", drop_path_rate)
     if not isinstance(image_size, int) or image_size < patch_size:
         raise ValueError(f"image_size must be an integer >= patch size {patch_size}; got {image_size!r}.")
 
@@ -239,3 +241,59 @@ def load_weights(model, spec):
 
 def is_path(value):
     return isinstance(value, (str, os.PathLike))
+
+
+APPLICATION_ARGUMENTS = [
+    ("include_top", True),
+    ("weights", None),
+    ("input_tensor", None),
+    ("input_shape", None),
+    ("pooling", None),
+    ("classes", 1000),
+    ("classifier_activation", "softmax"),
+    ("name", None),
+    ("drop_rate", 0.0),
+    ("drop_path_rate", 0.0),
+]
+
+
+def make_constructor(builder, variant, dims, class_name, summary, family_arguments, family_doc):
+    """A keras.applications-style constructor for one variant of a family.
+
+    The constructor takes the keras.applications arguments, `drop_rate`,
+    `drop_path_rate`, the family's own `family_arguments` (`[(name, default)]`) and
+    `image_size`, and calls `builder(**dims, ...)` with the variant's dims.
+    """
+    parameters = [
+        inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=d)
+        for n, d in APPLICATION_ARGUMENTS + list(family_arguments) + [("image_size", None)]
+    ]
+    signature = inspect.Signature(parameters)
+
+    def constructor(*args, **kwargs):
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        arguments = dict(bound.arguments)
+        variant_dims = dict(dims)
+        image_size = arguments.pop("image_size")
+        if image_size is not None:
+            variant_dims["image_size"] = image_size
+        arguments["name"] = arguments["name"] or variant
+        return builder(**variant_dims, **arguments, weights_preset=variant)
+
+    constructor.__signature__ = signature
+    constructor.__name__ = constructor.__qualname__ = class_name
+    constructor.__doc__ = f"""{summary}
+
+    `{variant}`: {describe_dims(dims)}.
+
+    Takes the keras.applications arguments (`include_top`, `weights`, `input_tensor`,
+    `input_shape`, `pooling`, `classes`, `classifier_activation`, `name`) plus
+    `drop_rate`, `drop_path_rate`, {family_doc} and `image_size` (the input size the
+    model is built for; default {dims['image_size']}). See `{builder.__module__}.{builder.__name__}`
+    for each argument.
+
+    Returns:
+        A `keras.Model`.
+    """
+    return constructor

@@ -3,8 +3,6 @@
 One variant table, one builder (`FFViT`) and thin per-size wrappers.
 """
 
-import keras
-
 from ffzoo import layers as ffl
 from ffzoo.models import common
 from ffzoo.models.registry import register_model
@@ -119,59 +117,17 @@ def FFViT(
     return model
 
 
-def _make_wrapper(variant, class_name, summary):
-    def constructor(
-        include_top=True,
-        weights=None,
-        input_tensor=None,
-        input_shape=None,
-        pooling=None,
-        classes=1000,
-        classifier_activation="softmax",
-        name=None,
-        drop_rate=0.0,
-        drop_path_rate=0.0,
-        token_mlp_dim=None,
-        image_size=None,
-    ):
-        dims = dict(FFVIT_VARIANTS[variant])
-        if image_size is not None:
-            dims["image_size"] = image_size
-        return FFViT(
-            **dims,
-            include_top=include_top,
-            weights=weights,
-            input_tensor=input_tensor,
-            input_shape=input_shape,
-            pooling=pooling,
-            classes=classes,
-            classifier_activation=classifier_activation,
-            name=name or variant,
-            drop_rate=drop_rate,
-            drop_path_rate=drop_path_rate,
-            token_mlp_dim=token_mlp_dim,
-            weights_preset=variant,
-        )
-
-    constructor.__name__ = constructor.__qualname__ = class_name
-    constructor.__doc__ = f"""{summary}
-
-    `{variant}`: {common.describe_dims(FFVIT_VARIANTS[variant])}.
-
-    Takes the keras.applications arguments (`include_top`, `weights`, `input_tensor`,
-    `input_shape`, `pooling`, `classes`, `classifier_activation`, `name`) plus
-    `drop_rate`, `drop_path_rate`, `token_mlp_dim` (hidden width of the token FFs;
-    default 4 x the token count, as in the paper; a fixed width makes the cost linear
-    in the token count) and `image_size` (the input size the token count is built
-    for; default 224). See `ffzoo.models.ffvit.FFViT` for each argument.
-
-    Returns:
-        A `keras.Model`.
-    """
+def _constructor(variant, class_name, summary):
+    constructor = common.make_constructor(
+        FFViT, variant, FFVIT_VARIANTS[variant], class_name, summary,
+        family_arguments=[("token_mlp_dim", None)],
+        family_doc="`token_mlp_dim` (hidden width of the token FFs; default 4 x the token "
+                   "count, as in the paper; a fixed width makes the cost linear in the token count)",
+    )
     register_model(variant, constructor, family="ffvit", dims=FFVIT_VARIANTS[variant])
     return constructor
 
 
-FFViTTiny = _make_wrapper("ffvit_tiny_patch16_224", "FFViTTiny", "FF-Tiny (7.7M parameters, 61.4% ImageNet top-1 in the paper).")
-FFViTBase = _make_wrapper("ffvit_base_patch16_224", "FFViTBase", "FF-Base (61.9M parameters, 74.9% ImageNet top-1 in the paper).")
-FFViTLarge = _make_wrapper("ffvit_large_patch32_224", "FFViTLarge", "FF-Large (206.4M parameters, 71.4% ImageNet top-1 in the paper; no published weights).")
+FFViTTiny = _constructor("ffvit_tiny_patch16_224", "FFViTTiny", "FF-Tiny (7.7M parameters, 61.4% ImageNet top-1 in the paper).")
+FFViTBase = _constructor("ffvit_base_patch16_224", "FFViTBase", "FF-Base (61.9M parameters, 74.9% ImageNet top-1 in the paper).")
+FFViTLarge = _constructor("ffvit_large_patch32_224", "FFViTLarge", "FF-Large (206.4M parameters, 71.4% ImageNet top-1 in the paper; no published weights).")

@@ -1,6 +1,6 @@
 """Published weights: the manifest, downloads, safe checkpoint reading and conversion."""
 
-from ffzoo.weights.convert import ConversionError, ffvit_state_dict_to_keras, load_ffvit_state_dict
+from ffzoo.weights.convert import ConversionError, load_ffvit_state_dict, load_state_dict, state_dict_to_keras
 from ffzoo.weights.loading import (
     check_weights_argument,
     converted_path,

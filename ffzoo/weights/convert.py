@@ -1,8 +1,8 @@
-"""Strict conversion of the reference (PyTorch) FF-ViT state dict to an ffzoo model.
+"""Strict conversion of PyTorch state dicts to ffzoo models.
 
-One pure function per source format; this one reads the parameter names and
-layouts of the paper's `vision_transformer_linear.py`. Arrays are NumPy: reading
-the `.pth` file (which needs PyTorch) is `ffzoo.weights.pth`'s job.
+One rule table per source format: the paper's `vision_transformer_linear.py` (FF
+models) and timm's `VisionTransformer` (DeiT models). Arrays are NumPy: reading the
+`.pth` file (which needs PyTorch) is `ffzoo.weights.pth`'s job.
 
 The conversion asserts: every source tensor is used exactly once, every target
 weight is filled, every shape matches, and the parameter counts agree. Anything
@@ -38,6 +38,11 @@ def _same(w):
     return w
 
 
+def _class_position_and_grid(w):  # (1, 1 + G * G, E) -> (E,), (G, G, E)
+    side = int(round((w.shape[1] - 1) ** 0.5))
+    return w[0, 0], np.reshape(w[0, 1:], (side, side, w.shape[2]))
+
+
 # (source-key pattern, target-path template, layout change). The target may use the
 # pattern's groups. Sub-layer names: mlp1/norm1 mix features, mlp2/norm2 mix tokens.
 _FFVIT_RULES = [
@@ -59,6 +64,27 @@ _FFVIT_RULES = [
     (r"head\.weight", "head/kernel", _linear),
     (r"head\.bias", "head/bias", _same),
 ]
+# timm's VisionTransformer (DeiT). One source, two targets: its flat position table
+# holds the class token's position and the grid.
+_DEIT_RULES = [
+    (r"cls_token", "pos_embed/class_token", _vector),
+    (r"pos_embed", ("pos_embed/class_position", "pos_embed/position_grid"), _class_position_and_grid),
+    (r"patch_embed\.proj\.weight", "patch_embed/kernel", _conv),
+    (r"patch_embed\.proj\.bias", "patch_embed/bias", _same),
+    (r"blocks\.(\d+)\.norm1\.weight", "block_{0}/attention/norm/gamma", _same),
+    (r"blocks\.(\d+)\.norm1\.bias", "block_{0}/attention/norm/beta", _same),
+    (r"blocks\.(\d+)\.attn\.(qkv|proj)\.weight", "block_{0}/attention/{1}/kernel", _linear),
+    (r"blocks\.(\d+)\.attn\.(qkv|proj)\.bias", "block_{0}/attention/{1}/bias", _same),
+    (r"blocks\.(\d+)\.norm2\.weight", "block_{0}/feature_ff/norm/gamma", _same),
+    (r"blocks\.(\d+)\.norm2\.bias", "block_{0}/feature_ff/norm/beta", _same),
+    (r"blocks\.(\d+)\.mlp\.(fc[12])\.weight", "block_{0}/feature_ff/ff/{1}/kernel", _linear),
+    (r"blocks\.(\d+)\.mlp\.(fc[12])\.bias", "block_{0}/feature_ff/ff/{1}/bias", _same),
+    (r"norm\.weight", "norm/gamma", _same),
+    (r"norm\.bias", "norm/beta", _same),
+    (r"head\.weight", "head/kernel", _linear),
+    (r"head\.bias", "head/bias", _same),
+]
+RULES = {"ffvit": _FFVIT_RULES, "deit": _DEIT_RULES}
 _HEAD_KEYS = ("head.weight", "head.bias")
 
 
@@ -68,12 +94,13 @@ def _shorten(keys, limit=12):
     return shown + (f", ... ({len(keys)} in all)" if len(keys) > limit else "")
 
 
-def ffvit_state_dict_to_keras(state_dict, target_shapes, drop_head=False):
-    """Maps a reference FF-ViT state dict to `{keras variable path: array}`.
+def state_dict_to_keras(state_dict, target_shapes, family="ffvit", drop_head=False):
+    """Maps a PyTorch state dict to `{keras variable path: array}`.
 
     Args:
-        state_dict: mapping of reference parameter names to NumPy arrays.
+        state_dict: mapping of source parameter names to NumPy arrays.
         target_shapes: `{keras variable path: shape}` of the model to fill.
+        family: `"ffvit"` (the paper's names) or `"deit"` (timm's ViT names).
         drop_head: discard `head.weight` / `head.bias` (for `include_top=False`).
 
     Raises:
@@ -83,12 +110,16 @@ def ffvit_state_dict_to_keras(state_dict, target_shapes, drop_head=False):
     for key, value in state_dict.items():
         if drop_head and key in _HEAD_KEYS:
             continue
-        for pattern, template, layout in _FFVIT_RULES:
+        for pattern, templates, layout in RULES[family]:
             match = re.fullmatch(pattern, key)
             if match:
-                path = template.format(*match.groups())
-                sources_of.setdefault(path, []).append(key)
-                converted[path] = layout(np.asarray(value))
+                arrays = layout(np.asarray(value))
+                if isinstance(templates, str):
+                    templates, arrays = (templates,), (arrays,)
+                for template, array in zip(templates, arrays):
+                    path = template.format(*match.groups())
+                    sources_of.setdefault(path, []).append(key)
+                    converted[path] = array
                 break
         else:
             unknown.append(key)
@@ -135,9 +166,14 @@ def assign(model, arrays):
         variable.assign(arrays[variable.path].astype(variable.dtype))
 
 
-def load_ffvit_state_dict(model, state_dict):
-    """Converts a reference state dict and assigns it to `model` (strict)."""
+def load_state_dict(model, state_dict, family="ffvit"):
+    """Converts a PyTorch state dict and assigns it to `model` (strict)."""
     shapes = {w.path: tuple(w.shape) for w in model.weights}
     drop_head = "head/kernel" not in shapes
-    assign(model, ffvit_state_dict_to_keras(state_dict, shapes, drop_head=drop_head))
+    assign(model, state_dict_to_keras(state_dict, shapes, family=family, drop_head=drop_head))
     return model
+
+
+def load_ffvit_state_dict(model, state_dict):
+    """`load_state_dict` for the paper's FF models (their checkpoints' names)."""
+    return load_state_dict(model, state_dict, "ffvit")

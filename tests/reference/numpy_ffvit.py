@@ -92,8 +92,12 @@ def softmax(logits):
     return e / e.sum(-1, keepdims=True)
 
 
-def forward_tokens(sd, images, patch_size):
-    """Images `(B, H, W, C)` -> final-LayerNorm tokens `(B, N, E)`, in float64."""
+def embed(sd, images, patch_size, position_grid_chw, class_position):
+    """Patch embedding, class token and positions: `(B, H, W, C)` -> `(B, N, E)` float64.
+
+    `position_grid_chw` is the learned `(E, h, w)` grid, resized bilinearly when the
+    patch grid differs; `class_position` is the class token's `(E,)` position.
+    """
     g = lambda k: np.asarray(sd[k], dtype=np.float64)
     x = np.asarray(images, dtype=np.float64)
     b, h, w, c = x.shape
@@ -105,14 +109,20 @@ def forward_tokens(sd, images, patch_size):
     grid = grid + g("patch_embed.proj.bias")
     e = grid.shape[-1]
     tokens = grid.reshape(b, gh * gw, e)
-
-    pos = g("pos_encoding.pos_embed")[0]  # (E, H, W)
+    pos = np.asarray(position_grid_chw, np.float64)
     if pos.shape[1:] != (gh, gw):
         pos = bilinear_resize_chw(pos, gh, gw)
     pos = pos.reshape(e, gh * gw).T
-    cls = np.broadcast_to(g("cls_token"), (b, 1, e))
+    cls = np.broadcast_to(g("cls_token").reshape(1, 1, e), (b, 1, e))
     x = np.concatenate([cls, tokens], axis=1)
-    x = x + np.concatenate([g("pos_encoding.cls_pos_embed")[0], pos], axis=0)[None]
+    return x + np.concatenate([np.reshape(class_position, (1, e)), pos], axis=0)[None]
+
+
+def forward_tokens(sd, images, patch_size):
+    """Images `(B, H, W, C)` -> final-LayerNorm tokens `(B, N, E)`, in float64."""
+    g = lambda k: np.asarray(sd[k], dtype=np.float64)
+    x = embed(sd, images, patch_size, g("pos_encoding.pos_embed")[0],
+              g("pos_encoding.cls_pos_embed").reshape(-1))
 
     i = 0
     while f"blocks.{i}.norm1.weight" in sd:
