@@ -12,7 +12,8 @@ NUM_CLASSES = 1000
 def imagenet_classes():
     """`[(wnid, name), ...]` in the models' class order: WordNet ids sorted."""
     text = importlib.resources.files("ffzoo").joinpath("imagenet_classes.txt").read_text()
-    rows = [tuple(line.split("\t", 1)) for line in text.splitlines() if line.strip()]
+    rows = [tuple(line.split("\t", 1)) for line in text.splitlines()
+            if line.strip() and not line.startswith("#")]
     if len(rows) != NUM_CLASSES or [w for w, _ in rows] != sorted(w for w, _ in rows):
         raise RuntimeError("ffzoo/imagenet_classes.txt is damaged: expected 1000 sorted WordNet ids.")
     return rows
