@@ -1,0 +1,305 @@
+"""`ffzoo.data.load`: batched `(images, labels)` tf.data pipelines for fit / evaluate."""
+
+import dataclasses
+import math
+import threading
+import warnings
+
+import keras
+import tensorflow as tf
+
+from ffzoo import preprocessing
+from ffzoo.data import ops, randaugment, sources
+
+AUTOTUNE = tf.data.AUTOTUNE
+
+
+@dataclasses.dataclass
+class Augment:
+    """The DeiT training transform; each stage is switched off by `None` / `0` / `False`.
+
+    Stages in order: random resized crop fused with JPEG decoding (area `crop_scale`,
+    aspect `crop_ratio`, bicubic resize; `random_resized_crop=False` resizes and
+    center-crops like evaluation), horizontal flip (probability `hflip`), RandAugment
+    (a timm policy string), normalization, random erasing (probability), and, per
+    batch, Mixup / CutMix with label smoothing producing soft labels.
+    """
+
+    random_resized_crop: bool = True
+    crop_scale: tuple = (0.08, 1.0)
+    crop_ratio: tuple = (3 / 4, 4 / 3)
+    hflip: float = 0.5
+    randaugment: str = "rand-m9-mstd0.5-inc1"
+    random_erasing: float = 0.25
+    mixup_alpha: float = 0.8
+    cutmix_alpha: float = 1.0
+    mix_probability: float = 1.0
+    switch_probability: float = 0.5
+    label_smoothing: float = 0.1
+
+    @classmethod
+    def from_dict(cls, values):
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"Unknown augmentation settings {unknown}; known: {sorted(known)}.")
+        return cls(**values)
+
+    @classmethod
+    def off(cls):
+        """No augmentation: resize and center-crop, hard one-hot labels."""
+        return cls(random_resized_crop=False, hflip=0.0, randaugment=None, random_erasing=0.0,
+                   mixup_alpha=0.0, cutmix_alpha=0.0, label_smoothing=0.0)
+
+
+class SkipLog:
+    """Names of the files a pipeline skipped because they could not be decoded."""
+
+    def __init__(self):
+        self.names = []
+        self.reported = 0
+        self._lock = threading.Lock()
+
+    def add(self, name):  # called from tf.data through tf.py_function
+        with self._lock:
+            self.names.append(name.numpy().decode("utf-8", errors="replace"))
+        return False
+
+    def take_new(self):
+        with self._lock:
+            new = self.names[self.reported:]
+            self.reported = len(self.names)
+        return new
+
+
+@dataclasses.dataclass
+class Pipeline:
+    """What `load` returns: the dataset and what is known about it."""
+
+    dataset: tf.data.Dataset
+    source: object
+    split: str
+    training: bool
+    batch_size: int
+    num_examples: int  # on this host (None when unknown)
+    class_names: list
+    skipped: SkipLog
+
+    @property
+    def num_classes(self):
+        return len(self.class_names) if self.class_names else None
+
+    @property
+    def steps_per_epoch(self):
+        if self.num_examples is None:
+            return None
+        if self.training:
+            return self.num_examples // self.batch_size
+        return math.ceil(self.num_examples / self.batch_size)
+
+    def report_skipped(self, when=""):
+        """Warns with the count and names of files skipped since the last report."""
+        new = self.skipped.take_new()
+        if new:
+            shown = ", ".join(new[:20]) + (f", ... ({len(new)} in all)" if len(new) > 20 else "")
+            warnings.warn(f"ffzoo.data: skipped {len(new)} unreadable file(s) of "
+                          f"{self.source.description}{' ' + when if when else ''}: {shown}", stacklevel=2)
+        return new
+
+    def callback(self):
+        """A Keras callback that reports skipped files at the end of every epoch."""
+        return SkippedFilesCallback(self)
+
+
+class SkippedFilesCallback(keras.callbacks.Callback):
+    def __init__(self, *pipelines):
+        super().__init__()
+        self.pipelines = pipelines
+
+    def on_epoch_end(self, epoch, logs=None):
+        for pipeline in self.pipelines:
+            pipeline.report_skipped(f"in epoch {epoch + 1}")
+
+    def on_test_end(self, logs=None):
+        for pipeline in self.pipelines:
+            pipeline.report_skipped("in evaluation")
+
+
+def _seeds(seed):
+    """An endless dataset of `[2]` int64 stateless seeds (new ones every epoch)."""
+    return tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+
+
+def _decode_any(image_bytes):
+    return tf.io.decode_image(image_bytes, channels=3, expand_animations=False)
+
+
+def _train_crop(image_bytes, seed, image_size, augment):
+    """Random resized crop fused with JPEG decoding, bicubic resize -> uint8."""
+
+    def window(height, width):
+        return ops.random_resized_crop_window(seed, height, width, augment.crop_scale, augment.crop_ratio)
+
+    def from_jpeg():
+        shape = tf.image.extract_jpeg_shape(image_bytes)
+        top, left, h, w = window(shape[0], shape[1])
+        return tf.image.decode_and_crop_jpeg(image_bytes, tf.stack([top, left, h, w]), channels=3)
+
+    def from_other():  # PNG, GIF, BMP (also when named .JPEG)
+        image = _decode_any(image_bytes)
+        top, left, h, w = window(tf.shape(image)[0], tf.shape(image)[1])
+        return image[top: top + h, left: left + w]
+
+    crop = tf.cond(tf.io.is_jpeg(image_bytes), from_jpeg, from_other)
+    resized = tf.image.resize(crop, (image_size, image_size), method="bicubic", antialias=True)
+    return tf.cast(tf.round(tf.clip_by_value(resized, 0.0, 255.0)), tf.uint8)
+
+
+def _eval_crop(image_bytes, image_size, crop_pct):
+    """DeiT's evaluation resize and center crop: the code of `ffzoo.preprocess_image`."""
+    image = _decode_any(image_bytes)
+    resize = preprocessing.eval_resize_size(image_size, crop_pct)
+    crop = preprocessing.resize_shorter_and_center_crop(preprocessing.tf_ops(), image, image_size, resize)
+    return tf.cast(crop, tf.uint8)
+
+
+def _isolate_failures(records, decode, image_size, skipped, parallel, deterministic):
+    """Applies `decode` to each record; records it fails on are dropped and logged by name.
+
+    Each record is decoded in a one-element dataset with `ignore_errors`, followed by a
+    fallback marked not-ok, so a broken file can neither stop the epoch nor go unnamed.
+    """
+    fallback = tf.zeros((image_size, image_size, 3), tf.uint8)
+
+    def isolate(record):
+        good = tf.data.Dataset.from_tensors(record).map(lambda r: (decode(r), True)).ignore_errors()
+        bad = tf.data.Dataset.from_tensors((fallback, False))
+        return good.concatenate(bad).take(1).map(lambda image, ok: dict(record, image=image, ok=ok))
+
+    def keep(record):
+        return tf.cond(record["ok"], lambda: tf.constant(True),
+                       lambda: tf.py_function(skipped.add, [record["name"]], tf.bool))
+
+    decoded = records.interleave(isolate, num_parallel_calls=parallel, deterministic=deterministic)
+    return decoded.filter(keep)
+
+
+def load(source, split="train", *, training=None, batch_size=128, image_size=224,
+         augment=None, crop_pct=preprocessing.DEFAULT_CROP_PCT, mean=preprocessing.IMAGENET_MEAN,
+         std=preprocessing.IMAGENET_STD, seed=None, shuffle=None, shuffle_buffer=10_000,
+         drop_remainder=None, shard=None, pad_final_batch=False, one_hot_labels=None,
+         data_dir=None, manual_dir=None, labels_file=None, label_offset=-1, class_names=None,
+         num_classes=1000, skip_bad_files=True, parallel=AUTOTUNE):
+    """Batched `(images, labels)` for `model.fit` / `model.evaluate`, on any Keras backend.
+
+    Args:
+        source: a folder of images (`<split>/<class>/*.JPEG`, or a flat split folder
+            with `labels_file`); a glob of TFRecord shards or a folder of `<split>-*`
+            shards (`"tfrecord:"` prefix to force); a TFDS dataset name such as
+            `"imagenet2012"` (`"tfds:"` prefix to force); or a source object from
+            `ffzoo.data.sources`.
+        split: `"train"`, `"validation"`, a folder name, or a TFDS split.
+        training: the DeiT training transform (default: `split == "train"`); else the
+            evaluation transform (resize shorter side to `int(image_size / crop_pct)`,
+            center crop), identical to `ffzoo.preprocess_image`.
+        batch_size: examples per batch (global batch on one host).
+        augment: an `Augment`, a dict of its fields, or None (the DeiT defaults).
+        seed: with a seed, the order and every augmentation repeat run to run.
+        shuffle: file- and example-level shuffling (default: when training).
+        drop_remainder: default True when training; evaluation keeps the last partial
+            batch so every example is seen exactly once.
+        shard: `(host_index, host_count)` for multi-host input.
+        pad_final_batch: evaluation only: pad the last batch to `batch_size` and yield
+            `(images, labels, sample_weights)` with weight 0 on the padding.
+        one_hot_labels: dense labels for evaluation (training labels are always dense,
+            soft when mixing or smoothing).
+        labels_file, label_offset, class_names, num_classes, data_dir, manual_dir:
+            source options (see `ffzoo.data.sources`).
+        skip_bad_files: drop undecodable files and report them (`Pipeline.callback()`),
+            instead of stopping with an error.
+
+    Returns:
+        A `Pipeline` (`.dataset`, `.num_examples`, `.class_names`, `.steps_per_epoch`,
+        `.callback()`).
+    """
+    training = split == "train" if training is None else training
+    shuffle = training if shuffle is None else shuffle
+    drop_remainder = training if drop_remainder is None else drop_remainder
+    if pad_final_batch and training:
+        raise ValueError("pad_final_batch is for evaluation pipelines (training=False).")
+    if isinstance(augment, dict):
+        augment = Augment.from_dict(augment)
+    augment = augment or Augment()
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1; got {batch_size}.")
+    source = sources.resolve(source, split, data_dir=data_dir, manual_dir=manual_dir,
+                             labels_file=labels_file, label_offset=label_offset,
+                             class_names=class_names, num_classes=num_classes)
+    if hasattr(source, "prepare"):
+        source.prepare()
+    deterministic = seed is not None
+    names = list(source.class_names) if source.class_names else None
+    classes = len(names) if names else num_classes
+
+    records = source.dataset(shuffle_files=shuffle, seed=seed, shard=shard, parallel=parallel)
+    if shuffle and not source.files_are_examples:
+        records = records.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    records = tf.data.Dataset.zip(records, _seeds(seed)).map(lambda r, s: dict(r, seed=s))
+
+    if training and augment.random_resized_crop:
+        def decode(record):
+            return _train_crop(record["image"], ops.split_seed(record["seed"], 2)[0], image_size, augment)
+    else:
+        def decode(record):
+            return _eval_crop(record["image"], image_size, crop_pct)
+
+    skipped = SkipLog()
+    if skip_bad_files:
+        decoded = _isolate_failures(records, decode, image_size, skipped, parallel, deterministic)
+    else:
+        decoded = records.map(lambda r: dict(r, image=decode(r)), num_parallel_calls=parallel,
+                              deterministic=deterministic)
+
+    def finish(record):
+        image = record["image"]
+        if training:
+            flip_seed, augment_seed, erase_seed = ops.split_seed(ops.split_seed(record["seed"], 2)[1], 3)
+            if augment.hflip:
+                image = ops.random_flip(image, flip_seed, augment.hflip)
+            if augment.randaugment:
+                image = randaugment.rand_augment(image, augment_seed, **randaugment.parse_policy(augment.randaugment))
+        image = ops.normalize(image, mean, std)
+        if training and augment.random_erasing:
+            image = ops.random_erasing(image, erase_seed, augment.random_erasing)
+        image = tf.ensure_shape(image, (image_size, image_size, 3))
+        return image, record["label"]
+
+    batches = decoded.map(finish, num_parallel_calls=parallel, deterministic=deterministic)
+    batches = batches.batch(batch_size, drop_remainder=drop_remainder,
+                            num_parallel_calls=parallel, deterministic=deterministic)
+    if training:
+        def mix(images, labels, seed):
+            return ops.mixup_cutmix(images, labels, seed, classes, augment.mixup_alpha,
+                                    augment.cutmix_alpha, augment.switch_probability,
+                                    augment.mix_probability, augment.label_smoothing)
+        batches = tf.data.Dataset.zip(batches, _seeds(None if seed is None else seed + 1))
+        batches = batches.map(lambda b, s: mix(b[0], b[1], s), num_parallel_calls=parallel,
+                              deterministic=deterministic)
+    elif one_hot_labels:
+        batches = batches.map(lambda x, y: (x, tf.one_hot(y, classes)))
+    if pad_final_batch:
+        batches = batches.map(lambda x, y: _pad_batch(x, y, batch_size))
+    options = tf.data.Options()
+    options.deterministic = deterministic
+    batches = batches.with_options(options).prefetch(AUTOTUNE)
+    return Pipeline(dataset=batches, source=source, split=split, training=training,
+                    batch_size=batch_size, num_examples=source.examples_in_shard(shard),
+                    class_names=names, skipped=skipped)
+
+
+def _pad_batch(images, labels, batch_size):
+    count = tf.shape(images)[0]
+    missing = batch_size - count
+    pad = lambda t: tf.concat([t, tf.zeros(tf.concat([[missing], tf.shape(t)[1:]], 0), t.dtype)], 0)
+    weights = tf.concat([tf.ones([count]), tf.zeros([missing])], 0)
+    return pad(images), pad(labels), weights
