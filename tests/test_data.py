@@ -190,12 +190,16 @@ def test_evaluation_sees_every_example_exactly_once(tmp_path, rng):
     assert weights.sum() == 23 and sorted(labels[weights > 0].tolist()) == list(range(23))
 
 
-def test_eval_transform_is_preprocess_image(tmp_path):
-    photo = skimage.data.chelsea()
+@pytest.mark.parametrize("name", ["chelsea", "coffee", "astronaut"])
+def test_eval_transform_is_preprocess_image(name, tmp_path, record):
+    """The same code; tf.data sums in float32, so a rare pixel may differ by one level."""
+    photo = getattr(skimage.data, name)()
     (tmp_path / "val" / "n0").mkdir(parents=True)
-    Image.fromarray(photo).save(tmp_path / "val" / "n0" / "cat.png")  # lossless
+    Image.fromarray(photo).save(tmp_path / "val" / "n0" / "photo.png")  # lossless
     images, _ = collect(fd.load(str(tmp_path), "val", batch_size=1))
-    np.testing.assert_allclose(images[0], ffzoo.preprocess_image(photo), atol=1e-5)
+    levels = np.abs(images[0] - ffzoo.preprocess_image(photo)) * np.array(IMAGENET_STD) * 255
+    record(f"tf.data eval vs preprocess_image ({name}): pixels off by one level", f"{np.mean(levels > 0.5):.2e}")
+    assert levels.max() < 1.01 and np.mean(levels > 0.5) < 1e-3
 
 
 def _batches(pipe, count=3):

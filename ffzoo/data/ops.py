@@ -9,6 +9,7 @@ import math
 
 import tensorflow as tf
 
+from ffzoo import preprocessing
 from ffzoo.preprocessing import IMAGENET_MEAN, IMAGENET_STD
 
 _ATTEMPTS = 10
@@ -62,9 +63,8 @@ def random_flip(image, seed, probability=0.5):
 
 
 def normalize(image, mean=IMAGENET_MEAN, std=IMAGENET_STD):
-    """0..255 pixels (any dtype) -> float32 `(x / 255 - mean) / std`."""
-    image = tf.cast(image, tf.float32) / 255.0
-    return (image - tf.constant(mean, tf.float32)) / tf.constant(std, tf.float32)
+    """0..255 pixels (any dtype) -> float32 `(x / 255 - mean) / std` (preprocess_image's)."""
+    return preprocessing.normalize(preprocessing.tf_ops(), image, mean, std)
 
 
 def random_erasing_box(seed, height, width, area=(0.02, 1 / 3), log_aspect=(math.log(0.3), math.log(1 / 0.3))):

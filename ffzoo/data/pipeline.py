@@ -134,54 +134,98 @@ def _decode_any(image_bytes):
     return tf.io.decode_image(image_bytes, channels=3, expand_animations=False)
 
 
-def _train_crop(image_bytes, seed, image_size, augment):
-    """Random resized crop fused with JPEG decoding, bicubic resize -> uint8."""
+def _decode_window(image_bytes, plan):
+    """Decodes only the pixels `plan(height, width) -> taps` reads; resamples them.
 
-    def window(height, width):
-        return ops.random_resized_crop_window(seed, height, width, augment.crop_scale, augment.crop_ratio)
+    JPEGs are decoded window-only (`decode_and_crop_jpeg`); other formats (PNG, GIF,
+    BMP, also when named .JPEG) are decoded whole.
+    """
+    tf_ops = preprocessing.tf_ops()
 
     def from_jpeg():
         shape = tf.image.extract_jpeg_shape(image_bytes)
-        top, left, h, w = window(shape[0], shape[1])
-        return tf.image.decode_and_crop_jpeg(image_bytes, tf.stack([top, left, h, w]), channels=3)
+        taps = plan(shape[0], shape[1])
+        top, left, h, w = preprocessing.input_window(tf_ops, taps)
+        window = tf.image.decode_and_crop_jpeg(image_bytes, tf.stack([top, left, h, w]), channels=3)
+        return preprocessing.resample(tf_ops, window, taps, origin=(top, left))
 
-    def from_other():  # PNG, GIF, BMP (also when named .JPEG)
+    def from_other():
         image = _decode_any(image_bytes)
-        top, left, h, w = window(tf.shape(image)[0], tf.shape(image)[1])
-        return image[top: top + h, left: left + w]
+        taps = plan(tf.shape(image)[0], tf.shape(image)[1])
+        return preprocessing.resample(tf_ops, image, taps)
 
-    crop = tf.cond(tf.io.is_jpeg(image_bytes), from_jpeg, from_other)
-    resized = tf.image.resize(crop, (image_size, image_size), method="bicubic", antialias=True)
-    return tf.cast(tf.round(tf.clip_by_value(resized, 0.0, 255.0)), tf.uint8)
+    return tf.cond(tf.io.is_jpeg(image_bytes), from_jpeg, from_other)
+
+
+def _train_crop(image_bytes, seed, image_size, augment):
+    """Random resized crop, resized to `image_size` with PIL's bicubic (as timm does)."""
+    tf_ops = preprocessing.tf_ops()
+
+    def plan(height, width):
+        top, left, h, w = ops.random_resized_crop_window(seed, height, width, augment.crop_scale,
+                                                         augment.crop_ratio)
+        rows, row_weights, cols, col_weights = preprocessing.resize_taps(tf_ops, h, w, image_size, image_size)
+        return rows + top, row_weights, cols + left, col_weights
+
+    return _decode_window(image_bytes, plan)
 
 
 def _eval_crop(image_bytes, image_size, crop_pct):
     """DeiT's evaluation resize and center crop: the code of `ffzoo.preprocess_image`."""
-    image = _decode_any(image_bytes)
     resize = preprocessing.eval_resize_size(image_size, crop_pct)
-    crop = preprocessing.resize_shorter_and_center_crop(preprocessing.tf_ops(), image, image_size, resize)
-    return tf.cast(crop, tf.uint8)
+    return _decode_window(image_bytes, lambda h, w: preprocessing.center_crop_taps(
+        preprocessing.tf_ops(), h, w, image_size, resize))
 
 
-def _isolate_failures(records, decode, image_size, skipped, parallel, deterministic):
-    """Applies `decode` to each record; records it fails on are dropped and logged by name.
+_TAIL = 4096  # a JPEG's end marker / a PNG's IEND chunk must lie in the last 4 KiB
 
-    Each record is decoded in a one-element dataset with `ignore_errors`, followed by a
-    fallback marked not-ok, so a broken file can neither stop the epoch nor go unnamed.
+
+def _bytes_at(data, start, length):
+    return tf.io.decode_raw(tf.strings.substr(data, start, length), tf.uint8)
+
+
+def _contains(haystack, needle):
+    """Whether the uint8 vector `haystack` contains the byte sequence `needle`."""
+    n = len(needle)
+    size = tf.shape(haystack)[0] - n + 1
+    found = tf.ones([tf.maximum(size, 0)], tf.bool)
+    for i, byte in enumerate(needle):
+        found &= haystack[i: i + tf.maximum(size, 0)] == byte
+    return tf.reduce_any(found)
+
+
+def _starts(head, prefix):
+    n = len(prefix)
+    enough = tf.shape(head)[0] >= n
+    padded = tf.concat([head, tf.zeros([n], tf.uint8)], 0)[:n]
+    return enough & tf.reduce_all(tf.equal(padded, tf.constant(list(prefix), tf.uint8)))
+
+
+def readable(data):
+    """A cheap check of encoded image bytes, before decoding (which would raise).
+
+    False for empty files, unknown formats, JPEGs without their end-of-image marker
+    and PNGs without their IEND chunk (the signature of a truncated file).
     """
-    fallback = tf.zeros((image_size, image_size, 3), tf.uint8)
+    length = tf.strings.length(data)
+    head = _bytes_at(data, 0, 12)
+    tail = _bytes_at(data, tf.maximum(length - _TAIL, 0), _TAIL)
+    is_jpeg = _starts(head, b"\xff\xd8\xff")
+    is_png = _starts(head, b"\x89PNG\r\n\x1a\n")
+    other = _starts(head, b"GIF8") | _starts(head, b"BM") | (_starts(head, b"RIFF") & _starts(head[8:], b"WEBP"))
+    complete_jpeg = is_jpeg & _contains(tail, b"\xff\xd9")
+    complete_png = is_png & _contains(tail, b"IEND")
+    return (length > 0) & (complete_jpeg | complete_png | other)
 
-    def isolate(record):
-        good = tf.data.Dataset.from_tensors(record).map(lambda r: (decode(r), True)).ignore_errors()
-        bad = tf.data.Dataset.from_tensors((fallback, False))
-        return good.concatenate(bad).take(1).map(lambda image, ok: dict(record, image=image, ok=ok))
+
+def _drop_unreadable(records, skipped):
+    """Drops records whose bytes fail `readable`, logging their names in `skipped`."""
 
     def keep(record):
-        return tf.cond(record["ok"], lambda: tf.constant(True),
+        return tf.cond(readable(record["image"]), lambda: tf.constant(True),
                        lambda: tf.py_function(skipped.add, [record["name"]], tf.bool))
 
-    decoded = records.interleave(isolate, num_parallel_calls=parallel, deterministic=deterministic)
-    return decoded.filter(keep)
+    return records.filter(keep)
 
 
 def load(source, split="train", *, training=None, batch_size=128, image_size=224,
@@ -215,8 +259,10 @@ def load(source, split="train", *, training=None, batch_size=128, image_size=224
             soft when mixing or smoothing).
         labels_file, label_offset, class_names, num_classes, data_dir, manual_dir:
             source options (see `ffzoo.data.sources`).
-        skip_bad_files: drop undecodable files and report them (`Pipeline.callback()`),
-            instead of stopping with an error.
+        skip_bad_files: drop unreadable files (empty, unknown format, truncated: see
+            `readable`) and report them by name (`Pipeline.callback()`). A file that
+            passes the check but still fails to decode (corrupt data inside) stops
+            the pipeline with TensorFlow's error, as every file does with False.
 
     Returns:
         A `Pipeline` (`.dataset`, `.num_examples`, `.class_names`, `.steps_per_epoch`,
@@ -255,10 +301,9 @@ def load(source, split="train", *, training=None, batch_size=128, image_size=224
 
     skipped = SkipLog()
     if skip_bad_files:
-        decoded = _isolate_failures(records, decode, image_size, skipped, parallel, deterministic)
-    else:
-        decoded = records.map(lambda r: dict(r, image=decode(r)), num_parallel_calls=parallel,
-                              deterministic=deterministic)
+        records = _drop_unreadable(records, skipped)
+    decoded = records.map(lambda r: dict(r, image=decode(r)), num_parallel_calls=parallel,
+                          deterministic=deterministic)
 
     def finish(record):
         image = record["image"]
