@@ -106,10 +106,13 @@ def random_erasing(image, seed, probability=0.25):
     gate_seed, box_seed, noise_seed = split_seed(seed, 3)
     shape = tf.shape(image)
     top, left, box_h, box_w, found = random_erasing_box(box_seed, shape[0], shape[1])
-    apply = (_uniform(gate_seed) < probability) & found
-    mask = box_mask(shape[0], shape[1], top, left, box_h, box_w) * tf.cast(apply, tf.float32)
-    noise = tf.random.stateless_normal(shape, noise_seed, dtype=image.dtype)
-    return image * (1.0 - mask) + noise * mask
+
+    def erase():  # only the erased quarter of the images pays for the noise
+        mask = box_mask(shape[0], shape[1], top, left, box_h, box_w)
+        noise = tf.random.stateless_normal(shape, noise_seed, dtype=image.dtype)
+        return image * (1.0 - mask) + noise * mask
+
+    return tf.cond((_uniform(gate_seed) < probability) & found, erase, lambda: image)
 
 
 def smooth_one_hot(labels, num_classes, smoothing):
@@ -165,15 +168,20 @@ def mixup_cutmix(images, labels, seed, num_classes, mixup_alpha=0.8, cutmix_alph
 
     shape = tf.shape(images)
     height, width = shape[1], shape[2]
-    top, bottom, left, right = cutmix_box(box_seed, height, width, lam)
-    area = tf.cast((bottom - top) * (right - left), tf.float32)
-    cut_lam = 1.0 - area / tf.cast(height * width, tf.float32)
-    paste = box_mask(height, width, top, left, bottom - top, right - left)[None]
     flipped = tf.reverse(images, axis=[0])
-    cutmixed = images * (1.0 - paste) + flipped * paste
-    mixed = images * lam + flipped * (1.0 - lam)
-    cutmix_on = use_cutmix & apply
-    images = tf.where(cutmix_on, cutmixed, mixed)
-    lam = tf.where(cutmix_on, cut_lam, lam)
+
+    def cutmix():
+        top, bottom, left, right = cutmix_box(box_seed, height, width, lam)
+        area = tf.cast((bottom - top) * (right - left), tf.float32)
+        paste = box_mask(height, width, top, left, bottom - top, right - left)[None]
+        return images * (1.0 - paste) + flipped * paste, 1.0 - area / tf.cast(height * width, tf.float32)
+
+    def mixup():
+        return images * lam + flipped * (1.0 - lam), lam
+
+    def unmixed():
+        return images, tf.constant(1.0)
+
+    images, lam = tf.case([(use_cutmix & apply, cutmix), (apply, mixup)], default=unmixed)
     soft = targets * lam + tf.reverse(targets, axis=[0]) * (1.0 - lam)
     return images, soft
