@@ -14,6 +14,7 @@ from ffzoo.models import (
     FFViT,
     FFViTBase,
     FFViTLarge,
+    FFViTMicro,
     FFViTTiny,
     create_model,
     list_models,

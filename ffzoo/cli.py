@@ -13,6 +13,10 @@ import sys
 def _cmd_models(args):
     import ffzoo
 
+    if args.markdown:
+        print(ffzoo.complexity.model_table(ffzoo.list_models(args.pattern)))
+        return
+
     print(f"{'model':<28} {'parameters':>13}  {'GFLOPs/image':>12}  ImageNet weights")
     for name in ffzoo.list_models(args.pattern):
         row = ffzoo.weights.preset_for_model(name)
@@ -74,6 +78,7 @@ def build_parser():
 
     models = commands.add_parser("models", help="list the registered models")
     models.add_argument("pattern", nargs="?", default=None, help="glob, e.g. 'ffvit_*'")
+    models.add_argument("--markdown", action="store_true", help="the README's model table")
     models.set_defaults(run=_cmd_models)
 
     predict = commands.add_parser("predict", help="classify images with a pretrained model")

@@ -1,6 +1,7 @@
 """The command line and the weights tooling."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -8,6 +9,7 @@ import torch
 
 import ffzoo
 from ffzoo import cli
+from tests.conftest import ROOT
 from tests.reference import torch_ffvit
 from weights import tools
 
@@ -73,3 +75,14 @@ def test_hash_and_verify_tools(finetuned_checkpoint, tmp_path, monkeypatch, caps
     assert f"`{digest[:16]}…`" in tools.README.read_text()
     tools.main(["verify", "ffvit_tiny_patch16_224.in1k", str(path)])
     assert "max |logit difference| vs PyTorch" in capsys.readouterr().out
+
+
+def test_readme_model_table_is_generated_from_the_counters():
+    import ffzoo
+
+    readme = open(os.path.join(ROOT, "README.md")).read()
+    section = readme.split("<!-- models table: begin -->")[1].split("<!-- models table: end -->")[0]
+    assert section.strip() == ffzoo.complexity.model_table().strip(), (
+        "README.md's model table is stale: run ffzoo models --markdown")
+    for name in ffzoo.list_models():
+        assert f"| `{name}` |" in section

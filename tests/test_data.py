@@ -1,5 +1,6 @@
 """ffzoo.data: sources, transforms against NumPy / PIL, robustness, and feeding fit."""
 
+import dataclasses
 import io
 import math
 import os
@@ -439,3 +440,20 @@ def test_pipeline_feeds_fit_and_evaluate(tmp_path, rng):
                         callbacks=[train.callback(), val.callback()])
     assert len(history.history["loss"]) == 2 and np.isfinite(history.history["val_loss"]).all()
     assert model.evaluate(val.dataset, verbose=0, return_dict=True)["accuracy"] >= 0
+
+
+def test_repeated_augmentation_keeps_the_epoch_length(tmp_path, rng):
+    make_folder(tmp_path, "train", 4, rng)  # 12 images
+    plain = fd.load(str(tmp_path), "train", batch_size=3, image_size=32, seed=1, augment=NO_AUGMENT,
+                    repeats=3)
+    images, labels = collect(plain)
+    assert len(images) == 12 and plain.steps_per_epoch == 4
+    # Without augmentation the copies are identical: 4 distinct images, 3 times each.
+    distinct, counts = np.unique(images.reshape(12, -1), axis=0, return_counts=True)
+    assert len(distinct) == 4 and counts.tolist() == [3, 3, 3, 3]
+    # With augmentation the copies of an image differ.
+    augmented = fd.load(str(tmp_path), "train", batch_size=3, image_size=32, seed=1, repeats=3,
+                        augment=dataclasses.replace(NO_AUGMENT, random_resized_crop=True))
+    assert len(np.unique(collect(augmented)[0].reshape(12, -1), axis=0)) == 12
+    with pytest.raises(ValueError, match="repeated augmentation"):
+        fd.load(str(tmp_path), "train", training=False, repeats=3)

@@ -18,8 +18,18 @@ REFERENCE_PARAMS = {
     "ffvit_large_patch32_224": 206_363_576,
     "deit_tiny_patch16_224": 5_717_416,
     "deit_base_patch16_224": 86_567_656,
+    # Not in the paper: the count of tests/reference/torch_ffvit.FFViT(patch_size=4,
+    # embed_dim=128, depth=6, image_size=32, pos_grid=8); test_micro_count_is_the_torch_reference_s.
+    "ffvit_micro_patch4_32": 1_141_314,
 }
 SMALL = families.SMALL["ffvit"]
+
+
+def test_micro_count_is_the_torch_reference_s():
+    from tests.reference.torch_ffvit import FFViT
+
+    module = FFViT(patch_size=4, embed_dim=128, depth=6, image_size=32, pos_grid=8)
+    assert sum(p.numel() for p in module.parameters()) == REFERENCE_PARAMS["ffvit_micro_patch4_32"]
 
 
 def test_list_models():

@@ -173,9 +173,10 @@ def test_manifest_rows_match_the_registry():
     assert set(rows) == set(ffzoo.list_models("ffvit_*"))
     for name, row in rows.items():
         assert row["parameters"] == ffzoo.create_model(name, include_top=True).count_params()
-        assert row["name"] == f"{name}.in1k"
+        assert row["name"] == (f"{name}.in1k" if row["dataset"] else f"{name}.none")
     assert rows["ffvit_tiny_patch16_224"]["top1"] == 61.4 and rows["ffvit_base_patch16_224"]["top1"] == 74.9
     assert rows["ffvit_large_patch32_224"]["source_url"] is None
+    assert rows["ffvit_micro_patch4_32"]["source_url"] is None
 
 
 # ---------------------------------------------------------------------------------------

@@ -30,9 +30,9 @@ def render_table(rows):
         sha = f"`{row['sha256'][:16]}…`" if row["sha256"] else "not recorded"
         pre = row["preprocessing"]
         prep = (f"resize {pre['resize_size']} {pre['interpolation']}, crop {pre['crop_size']}, "
-                f"mean {tuple(pre['mean'])}, std {tuple(pre['std'])}")
+                f"mean {tuple(pre['mean'])}, std {tuple(pre['std'])}") if pre else "—"
         lines.append(
-            f"| `{row['name']}` | `{row['model']}` | {row['top1']} | {row['parameters']:,} | "
+            f"| `{row['name']}` | `{row['model']}` | {row['top1'] or '—'} | {row['parameters']:,} | "
             f"{source} | {sha} | {prep} | {row['license'] or '—'} |"
         )
     return "\n".join(lines)

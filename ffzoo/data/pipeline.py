@@ -232,8 +232,8 @@ def load(source, split="train", *, training=None, batch_size=128, image_size=224
          augment=None, crop_pct=preprocessing.DEFAULT_CROP_PCT, mean=preprocessing.IMAGENET_MEAN,
          std=preprocessing.IMAGENET_STD, seed=None, shuffle=None, shuffle_buffer=10_000,
          drop_remainder=None, shard=None, pad_final_batch=False, one_hot_labels=None,
-         data_dir=None, manual_dir=None, labels_file=None, label_offset=-1, class_names=None,
-         num_classes=1000, skip_bad_files=True, parallel=AUTOTUNE):
+         repeats=1, data_dir=None, manual_dir=None, labels_file=None, label_offset=-1,
+         class_names=None, num_classes=1000, skip_bad_files=True, parallel=AUTOTUNE):
     """Batched `(images, labels)` for `model.fit` / `model.evaluate`, on any Keras backend.
 
     Args:
@@ -257,6 +257,8 @@ def load(source, split="train", *, training=None, batch_size=128, image_size=224
             `(images, labels, sample_weights)` with weight 0 on the padding.
         one_hot_labels: dense labels for evaluation (training labels are always dense,
             soft when mixing or smoothing).
+        repeats: DeiT's repeated augmentation (training): an epoch keeps its length but
+            holds `ceil(N / repeats)` images, each `repeats` times, augmented apart.
         labels_file, label_offset, class_names, num_classes, data_dir, manual_dir:
             source options (see `ffzoo.data.sources`).
         skip_bad_files: drop unreadable files (empty, unknown format, truncated: see
@@ -290,6 +292,14 @@ def load(source, split="train", *, training=None, batch_size=128, image_size=224
     records = source.dataset(shuffle_files=shuffle, seed=seed, shard=shard, parallel=parallel)
     if shuffle and not source.files_are_examples:
         records = records.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    count = source.examples_in_shard(shard)
+    if repeats > 1:
+        if not training:
+            raise ValueError("repeats (repeated augmentation) is for training pipelines.")
+        distinct = records if count is None else records.take(math.ceil(count / repeats))
+        records = distinct.flat_map(lambda r: tf.data.Dataset.from_tensors(r).repeat(repeats))
+        if count is not None:
+            records = records.take(count)
     records = tf.data.Dataset.zip(records, _seeds(seed)).map(lambda r, s: dict(r, seed=s))
 
     if training and augment.random_resized_crop:
@@ -338,7 +348,7 @@ def load(source, split="train", *, training=None, batch_size=128, image_size=224
     options.deterministic = deterministic
     batches = batches.with_options(options).prefetch(AUTOTUNE)
     return Pipeline(dataset=batches, source=source, split=split, training=training,
-                    batch_size=batch_size, num_examples=source.examples_in_shard(shard),
+                    batch_size=batch_size, num_examples=count,
                     class_names=names, skipped=skipped)
 
 

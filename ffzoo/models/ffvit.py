@@ -17,6 +17,9 @@ FFVIT_VARIANTS = {
 }
 for _dims in FFVIT_VARIANTS.values():
     _dims.update(image_size=224, pos_grid_size=14)
+# Beyond the paper: a small model for 32 x 32 images (the embedded digits demo, CIFAR).
+FFVIT_VARIANTS["ffvit_micro_patch4_32"] = dict(
+    patch_size=4, embed_dim=128, depth=6, mlp_ratio=4.0, image_size=32, pos_grid_size=8)
 
 
 def FFViT(
@@ -131,3 +134,4 @@ def _constructor(variant, class_name, summary):
 FFViTTiny = _constructor("ffvit_tiny_patch16_224", "FFViTTiny", "FF-Tiny (7.7M parameters, 61.4% ImageNet top-1 in the paper).")
 FFViTBase = _constructor("ffvit_base_patch16_224", "FFViTBase", "FF-Base (61.9M parameters, 74.9% ImageNet top-1 in the paper).")
 FFViTLarge = _constructor("ffvit_large_patch32_224", "FFViTLarge", "FF-Large (206.4M parameters, 71.4% ImageNet top-1 in the paper; no published weights).")
+FFViTMicro = _constructor("ffvit_micro_patch4_32", "FFViTMicro", "FF-Micro, for 32 x 32 images (not in the paper; no published weights).")

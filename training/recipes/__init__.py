@@ -1,0 +1,1 @@
+"""Training recipes: one small file of plain values each (see training/config.py)."""

@@ -1,0 +1,301 @@
+"""Train an ffzoo model with keras.Model.fit, on any backend and scale.
+
+    python -m training.train --recipe digits                      # the embedded demo
+    python -m training.train --recipe deit --model ffvit_tiny_patch16_224 \
+        --data imagenet2012 --data-dir D --batch-size 1024 --precision mixed_bfloat16 \
+        --output runs/tiny
+
+Running the same command again resumes the run in `--output` from its last epoch
+backup (optimizer, schedule and epoch counter included). The run directory holds:
+config.json, backup/ (resume state), log.csv, curves.png, tensorboard/,
+model.weights.h5 (final), model_ema.weights.h5 (with --ema-decay), summary.json.
+See training/README.md.
+"""
+
+import json
+import os
+import shutil
+import statistics
+import sys
+import time
+import warnings
+
+import keras
+import numpy as np
+
+import ffzoo
+from training import callbacks as cb
+from training import config as cfg
+from training import digits, distribute
+from training import optimizer as opt
+
+
+def _augment(config):
+    import ffzoo.data as fd
+
+    return fd.Augment(
+        random_resized_crop=config["random_resized_crop"],
+        crop_scale=tuple(config["crop_scale"]),
+        crop_ratio=tuple(config["crop_ratio"]),
+        hflip=config["hflip"],
+        randaugment=config["randaugment"],
+        random_erasing=config["random_erasing"],
+        mixup_alpha=config["mixup_alpha"],
+        cutmix_alpha=config["cutmix_alpha"],
+        mix_probability=config["mix_probability"],
+        switch_probability=config["switch_probability"],
+        label_smoothing=config["label_smoothing"],
+    )
+
+
+def load_data(config, replicas, seed_offset=0):
+    """`(train, evaluation)` pipelines (ffzoo.data.Pipeline) for the config."""
+    import ffzoo.data as fd
+    import tensorflow as tf
+
+    source = config["data"] or digits.write_folder()
+    common = dict(image_size=config["image_size"], data_dir=config["data_dir"],
+                  manual_dir=config["manual_dir"])
+    train = fd.load(source, config["train_split"], training=True, batch_size=config["batch_size"],
+                    augment=_augment(config), seed=config["seed"] + seed_offset,
+                    repeats=config["repeated_augmentation"], **common)
+    evaluation = fd.load(source, config["eval_split"], training=False,
+                         batch_size=config["eval_batch_size"], crop_pct=config["crop_pct"],
+                         one_hot_labels=True, pad_final_batch=replicas > 1,
+                         labels_file=config["labels_file"], class_names=train.class_names, **common)
+    if replicas > 1:  # tf.distribute: shard by data (the file list is not a file reader)
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+        train.dataset = train.dataset.with_options(options)
+        evaluation.dataset = evaluation.dataset.with_options(options)
+    return train, evaluation
+
+
+def build_model(config, classes):
+    """The model to train. With pretrained weights and another label set (fine-tuning),
+    every layer but the classifier starts from the weights and the classifier is new:
+    the result is a plain `create_model(name, classes=classes)` model, so its weights
+    files load with `ffzoo.create_model(name, classes=..., weights=path)`."""
+    kwargs = dict(classes=classes, classifier_activation=None, drop_rate=config["drop_rate"],
+                  drop_path_rate=config["drop_path_rate"])
+    weights = config["weights"]
+    if weights in (None, "none"):
+        return ffzoo.create_model(config["model"], **kwargs)
+    try:
+        return ffzoo.create_model(config["model"], weights=weights, **kwargs)
+    except ValueError as error:
+        if "classes=" not in str(error):
+            raise
+    model = ffzoo.create_model(config["model"], **kwargs)
+    backbone = ffzoo.create_model(config["model"], weights=weights, include_top=False)
+    for layer in backbone.layers:
+        if layer.weights:
+            model.get_layer(layer.name).set_weights(layer.get_weights())
+    print(f"Fine-tuning from {weights}: every layer but the {classes}-class head is pretrained.")
+    return model
+
+
+def evaluate(model, pipeline, progress=True):
+    """Top-1 / top-5 over the whole split (every example once, padding excluded), images/s."""
+    predict = _inference_function(model)
+    correct1 = correct5 = seen = 0
+    bar = keras.utils.Progbar(pipeline.steps_per_epoch, unit_name="batch") if progress else None
+    start = time.perf_counter()
+    for step, batch in enumerate(pipeline.dataset.as_numpy_iterator()):
+        images, labels = batch[0], batch[1]
+        weights = batch[2] if len(batch) > 2 else np.ones(len(images))
+        logits = np.asarray(keras.ops.convert_to_numpy(predict(images)), np.float32)
+        truth = labels.argmax(-1) if labels.ndim == 2 else labels
+        top5 = np.argsort(-logits, axis=-1)[:, :5]
+        keep = weights > 0
+        correct1 += int(np.sum((top5[:, 0] == truth) & keep))
+        correct5 += int(np.sum(np.any(top5 == truth[:, None], axis=-1) & keep))
+        seen += int(keep.sum())
+        if bar is not None:
+            bar.update(step + 1, [("top1", correct1 / max(seen, 1))])
+    elapsed = time.perf_counter() - start
+    return {"top1": correct1 / max(seen, 1), "top5": correct5 / max(seen, 1), "examples": seen,
+            "images_per_s": seen / elapsed, "seconds": elapsed}
+
+
+def _inference_function(model):
+    """`images -> logits` on this process's devices. On TensorFlow, a plain graph
+    function: under a tf.distribute strategy `predict_on_batch` would spread (and
+    here duplicate) each batch over the replicas, but evaluation counts exactly
+    the examples this process reads."""
+    if keras.backend.backend() != "tensorflow":
+        return model.predict_on_batch
+    import tensorflow as tf
+
+    return tf.function(lambda images: model(images, training=False), reduce_retracing=True)
+
+
+def _fit_data(model, dataset, plan):
+    """The training data for `fit`, starting at the same batch on every backend and plan.
+
+    Before training, `fit` builds the metrics from a first batch that it reads from a
+    first iterator of the data, then trains on a second iterator: on JAX and
+    PyTorch. Seeded ffzoo.data pipelines give every iterator its own order and
+    augmentations, so on TensorFlow one iterator is opened and dropped here too, and
+    a seed means the same batches on every backend.
+
+    Under a tf.distribute strategy Keras would reduce that first batch across the
+    replicas, which fails with MultiWorkerMirroredStrategy (keras-team/keras#20585):
+    there the model is built from the data's shapes instead (`distribute.build_from_spec`).
+    """
+    if keras.backend.backend() == "tensorflow":
+        if plan.strategy is not None:
+            distribute.build_from_spec(model, dataset.element_spec, plan.strategy)
+        iter(dataset)
+    return dataset
+
+
+def _jit(config):
+    """`jit_compile` for `compile`. "auto" is Keras' choice, except TensorFlow without a
+    GPU: there XLA is slower than TensorFlow's graph mode (benchmarks/README.md)."""
+    if config["jit_compile"] == "auto" and keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        return "auto" if tf.config.list_logical_devices("GPU") else False
+    return {"auto": "auto", "true": True, "false": False}[config["jit_compile"]]
+
+
+def _prepare_output(config, fresh, worker=0):
+    """The run directory of this host, checked against (or cleared of) an earlier run.
+
+    With several hosts the chief (host 0) owns `config["output"]`; every other host
+    keeps its own backups and files in its `worker-<index>/` inside it.
+    """
+    output = config["output"]
+    if worker:
+        output = os.path.join(output, f"worker-{worker}")
+    if fresh and os.path.exists(output):
+        for entry in os.listdir(output):  # other hosts clear their own worker-* folders
+            path = os.path.join(output, entry)
+            if not entry.startswith("worker-"):
+                shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+    os.makedirs(output, exist_ok=True)
+    config_path = os.path.join(output, "config.json")
+    if os.path.exists(config_path):
+        differences = cfg.saved_differences(config, config_path)
+        if differences:
+            raise cfg.ConfigError(
+                f"{output} holds a run with a different configuration ({', '.join(differences)}). "
+                "Pass the same settings to resume it, --fresh to start over, or another --output.")
+    cb.write_atomically(config_path, lambda p: cb._write_json(p, config))
+    return output
+
+
+def run(config, fresh=False):
+    """Trains (or resumes, or reports a finished run); returns the summary dict."""
+    started = time.perf_counter()
+    keras.config.set_dtype_policy(config["precision"])
+    keras.utils.set_random_seed(config["seed"])
+    plan = distribute.plan(config["distribute"], config["batch_size"])
+    # With several hosts the chief (host 0) owns the run directory; every other host
+    # keeps its own backups and files in worker-<index>/ inside it.
+    output = _prepare_output(config, fresh, worker=plan.host_index)
+    summary_path = os.path.join(output, "summary.json")
+    if os.path.exists(summary_path):
+        with open(summary_path) as f:
+            summary = json.load(f)
+        print(f"{output} is a finished run (top-1 {summary['top1']:.2%}); --fresh trains it again.")
+        return summary
+
+    backup = cb.Backup(os.path.join(output, "backup"))
+    # A resumed run draws a new data order (the seed moves on by the epochs done).
+    train, evaluation = load_data(config, plan.replicas, seed_offset=backup.saved_epochs())
+    classes = train.num_classes
+    steps = config["steps_per_epoch"] or train.steps_per_epoch
+    if not steps:
+        raise cfg.ConfigError("The training split's size is unknown: pass --steps-per-epoch.")
+    print(f"Training {config['model']} on {train.source.description}: {train.num_examples} images, "
+          f"{classes} classes, {steps} steps of {config['batch_size']} per epoch, "
+          f"{plan.name} over {plan.replicas} device(s), {config['precision']}, "
+          f"backend {keras.backend.backend()}.")
+
+    with plan.scope():
+        model = build_model(config, classes)
+        optimizer, schedule = opt.build(config, model, steps, config["batch_size"])
+        top5 = min(5, classes)
+        model.compile(optimizer=optimizer,
+                      loss=keras.losses.CategoricalCrossentropy(from_logits=True),
+                      metrics=[keras.metrics.CategoricalAccuracy(name="top1"),
+                               keras.metrics.TopKCategoricalAccuracy(k=top5, name="top5")],
+                      jit_compile=_jit(config))
+        initial_epoch = backup.restore(model)
+    if initial_epoch:
+        print(f"Resuming from the backup of epoch {initial_epoch}.")
+
+    raw_weights = cb.RawWeights()
+    nan_stop = cb.StopOnNaN()
+    throughput = cb.Throughput(config["batch_size"])
+    fit_callbacks = [
+        cb.LearningRate(schedule), throughput, nan_stop, backup, cb.RunFiles(backup, output),
+        keras.callbacks.TensorBoard(os.path.join(output, "tensorboard")),
+        train.callback(), evaluation.callback(),
+    ]
+    if config["ema_decay"] is not None:
+        fit_callbacks.append(raw_weights)
+    if initial_epoch < config["epochs"]:
+        with warnings.catch_warnings():
+            # The training data repeats, so only the evaluation pass reaches the end of its
+            # data, as it should; Keras warns about that every epoch.
+            warnings.filterwarnings("ignore", message="Your input ran out of data")
+            model.fit(_fit_data(model, train.dataset.repeat(), plan), epochs=config["epochs"], initial_epoch=initial_epoch,
+                      steps_per_epoch=steps, validation_data=evaluation.dataset,
+                      validation_freq=config["eval_every"], callbacks=fit_callbacks,
+                      shuffle=False, verbose=1 if sys.stdout.isatty() else 2)
+    if nan_stop.failure:
+        raise FloatingPointError(
+            f"Training stopped: {nan_stop.failure}. The last good state is the backup of "
+            f"epoch {backup.epochs_done} in {output}/backup.")
+
+    if raw_weights.weights is not None:
+        model.set_weights(raw_weights.weights)  # fit ended by loading the EMA weights
+    cb.write_atomically(os.path.join(output, "model.weights.h5"), model.save_weights)
+    print("Evaluating the final weights on the whole evaluation split.")
+    result = evaluate(model, evaluation)
+    summary = {
+        "model": config["model"], "recipe": config["recipe"], "backend": keras.backend.backend(),
+        "epochs": backup.epochs_done, "top1": result["top1"], "top5": result["top5"],
+        "eval_examples": result["examples"], "eval_images_per_s": result["images_per_s"],
+        "train_images_per_s": _median_throughput(backup.history),
+        "parameters": model.count_params(), "distribute": plan.name, "devices": plan.replicas,
+        "precision": config["precision"], "compute_dtype": model.compute_dtype,
+        "variable_dtype": model.variable_dtype,
+        "loss_scaling": isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer),
+    }
+    if config["ema_decay"] is not None:  # evaluated apart: DeiT reports the raw weights
+        raw = model.get_weights()
+        optimizer.finalize_variable_values(model.trainable_variables)
+        cb.write_atomically(os.path.join(output, "model_ema.weights.h5"), model.save_weights)
+        ema = evaluate(model, evaluation)
+        summary.update(ema_top1=ema["top1"], ema_top5=ema["top5"])
+        model.set_weights(raw)
+    summary["wall_time_s"] = time.perf_counter() - started
+    cb.write_files(backup.history, output)
+    cb.write_atomically(summary_path, lambda p: cb._write_json(p, summary))
+    print(json.dumps(summary, indent=2))
+    return summary
+
+
+def _median_throughput(history):
+    rates = [row["images_per_s"] for row in history if "images_per_s" in row]
+    if len(rates) > 1:
+        rates = rates[1:]  # the first epoch includes compilation
+    return statistics.median(rates) if rates else None
+
+
+def main(argv=None):
+    try:
+        config, args = cfg.resolve(argv)
+        run(config, fresh=args.fresh)
+    except (cfg.ConfigError, ValueError, FloatingPointError) as error:
+        print(f"training.train: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
