@@ -6,14 +6,20 @@ each other down (measured here: PyTorch 15% slower once TensorFlow is initialise
 The parent alternates single timed calls across the workers, so the machine's drift
 hits every contender alike.
 
-Protocol: the worker prints one JSON line when ready (with a fingerprint of its
-output so the parent can check that every contender computes the same thing), then
-answers each `run` line with the seconds one call took, `rss` with its peak resident
-memory in MiB, and exits on `quit`.
+Protocol: the worker builds its model, makes one untimed call (compilation, warm-up)
+and prints one JSON line when ready; it then answers each `run` line with the seconds
+one call took, `rss` with its peak resident memory in MiB, and exits on `quit`. With
+`--output`, it saves its first output (the logits of `infer`) so the parent can check
+that every contender computes the same thing.
 
     python -m benchmarks.worker JOB IMPL [options]
     JOB:  infer (forward pass), train (forward, backward, AdamW step), matmul
-    IMPL: pytorch_eager, pytorch_compile, or ffzoo_<mode> (modes: see KERAS_MODES)
+    IMPL: pytorch_eager, pytorch_compile, or ffzoo_<mode> (modes: see KERAS_MODES);
+          for matmul, pytorch_eager or anything else (the Keras backend's own product)
+
+Models have their registered input size and token-FF width unless `--image-size` /
+`--token-mlp-dim` (ffzoo only) change them. Without `--state`, ffzoo models keep their
+own random initialization (the scaling benchmark, where no PyTorch baseline takes part).
 """
 
 import argparse
@@ -33,37 +39,46 @@ KERAS_MODES = {
 }
 
 
-def batch_data(model, batch, image_size=224):
+def batch_data(batch, image_size):
+    """Random channels-last images in [-2, 2] and ImageNet labels, the same in every worker."""
     rng = np.random.default_rng(0)
     images = rng.uniform(-2, 2, (batch, image_size, image_size, 3)).astype("float32")
     labels = rng.integers(0, 1000, batch).astype("int32")
     return images, labels
 
 
+def reference_module(model_name):
+    """The PyTorch reference FFViT with the registered dims of `model_name` (an FF model)."""
+    from ffzoo.models.registry import model_dims
+    from tests.reference.torch_ffvit import FFViT
+
+    dims = model_dims(model_name)
+    return FFViT(patch_size=dims["patch_size"], embed_dim=dims["embed_dim"], depth=dims["depth"],
+                 mlp_ratio=dims["mlp_ratio"], image_size=dims["image_size"],
+                 pos_grid=dims["pos_grid_size"])
+
+
 def reference_state(model_name, seed=0):
     """The baseline's random weights, which every contender loads (a dict of arrays)."""
     import torch
 
-    from ffzoo.models.registry import model_dims
-    from tests.reference.torch_ffvit import FFViT
-
     torch.manual_seed(seed)
-    dims = model_dims(model_name)
-    module = FFViT(patch_size=dims["patch_size"], embed_dim=dims["embed_dim"], depth=dims["depth"])
-    return {k: v.numpy() for k, v in module.state_dict().items()}
+    return {k: v.numpy() for k, v in reference_module(model_name).state_dict().items()}
+
+
+def default_image_size(model_name):
+    from ffzoo.models.registry import model_dims
+
+    return model_dims(model_name)["image_size"]
 
 
 def pytorch_contender(job, model_name, batch, state_path, compiled):
     import torch
 
-    from ffzoo.models.registry import model_dims
-    from tests.reference.torch_ffvit import FFViT
-
-    dims = model_dims(model_name)
-    module = FFViT(patch_size=dims["patch_size"], embed_dim=dims["embed_dim"], depth=dims["depth"])
+    module = reference_module(model_name)
     state = dict(np.load(state_path))
     module.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
-    images, labels = batch_data(model_name, batch)
+    images, labels = batch_data(batch, default_image_size(model_name))
     target = torch.from_numpy(labels).long()
     runner = torch.compile(module) if compiled else module
 
@@ -89,16 +104,19 @@ def pytorch_contender(job, model_name, batch, state_path, compiled):
     return step, np.array([0.0])
 
 
-def ffzoo_contender(job, model_name, batch, state_path, mode):
+def ffzoo_contender(job, model_name, batch, state_path, mode, image_size=None, token_mlp_dim=None):
     import keras
 
     import ffzoo
     from ffzoo.weights import convert
 
     jit = KERAS_MODES[keras.backend.backend()][mode]
-    model = ffzoo.create_model(model_name, classifier_activation=None)
-    convert.load_ffvit_state_dict(model, dict(np.load(state_path)))
-    images, labels = batch_data(model_name, batch)
+    image_size = image_size or default_image_size(model_name)
+    options = {} if token_mlp_dim is None else {"token_mlp_dim": token_mlp_dim}
+    model = ffzoo.create_model(model_name, image_size=image_size, classifier_activation=None, **options)
+    if state_path:
+        convert.load_ffvit_state_dict(model, dict(np.load(state_path)))
+    images, labels = batch_data(batch, image_size)
     if job == "infer":
         model.compile(jit_compile=jit)
 
@@ -114,7 +132,7 @@ def ffzoo_contender(job, model_name, batch, state_path, mode):
     return step, np.array([0.0])
 
 
-def matmul_contender(impl, size=2048):
+def matmul_contender(impl, size):
     rng = np.random.default_rng(0)
     a = rng.standard_normal((size, size), dtype=np.float32)
     b = rng.standard_normal((size, size), dtype=np.float32)
@@ -156,17 +174,21 @@ def main():
     parser.add_argument("impl")
     parser.add_argument("--model", default="ffvit_tiny_patch16_224")
     parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--image-size", type=int, help="ffzoo only; default: the model's")
+    parser.add_argument("--token-mlp-dim", type=int, help="ffzoo FF models only; default: 4 x tokens")
+    parser.add_argument("--size", type=int, default=2048, help="matmul: the matrices' side")
     parser.add_argument("--state", help="npz of the reference weights")
     parser.add_argument("--output", help="where to save the first output (for the agreement check)")
     args = parser.parse_args()
     if args.job == "matmul":
-        step, first = matmul_contender(args.impl)
+        step, first = matmul_contender(args.impl, args.size)
     elif args.impl.startswith("pytorch_"):
         step, first = pytorch_contender(args.job, args.model, args.batch, args.state,
                                         compiled=args.impl == "pytorch_compile")
     else:
         step, first = ffzoo_contender(args.job, args.model, args.batch, args.state,
-                                      mode=args.impl[len("ffzoo_"):])
+                                      mode=args.impl[len("ffzoo_"):], image_size=args.image_size,
+                                      token_mlp_dim=args.token_mlp_dim)
     if args.output and first is not None:
         np.save(args.output, first)
     step()  # warm up (compilation) before reporting ready
