@@ -68,15 +68,18 @@ class Backup(keras.callbacks.Callback):
         name = f"backup-epoch{epoch + 1:04d}.weights.h5"
         write_atomically(os.path.join(self.directory, name), self.model.save_weights)
         state = {"epochs_done": self.epochs_done, "weights": name, "history": self.history}
-        write_atomically(self.state_path, lambda p: _write_json(p, state))
+        write_json(self.state_path, state)
         for old in os.listdir(self.directory):
             if old.startswith("backup-epoch") and old != name:
                 os.remove(os.path.join(self.directory, old))
 
 
-def _write_json(path, value):
-    with open(path, "w") as f:
-        json.dump(value, f, indent=2)
+def write_json(path, value):
+    """`value` as indented JSON at `path`, written atomically."""
+    def write(partial):
+        with open(partial, "w") as f:
+            json.dump(value, f, indent=2)
+    write_atomically(path, write)
 
 
 class RawWeights(keras.callbacks.Callback):

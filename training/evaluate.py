@@ -21,7 +21,7 @@ import keras
 
 import ffzoo
 from training import digits
-from training.callbacks import _write_json, write_atomically
+from training.callbacks import write_json
 from training.train import evaluate
 
 
@@ -68,7 +68,7 @@ def run(args):
                   image_size=image_size, crop_pct=crop_pct, skipped_files=len(pipeline.skipped.names))
     pipeline.report_skipped("in evaluation")
     if args.output:
-        write_atomically(args.output, lambda p: _write_json(p, result))
+        write_json(args.output, result)
     print(f"top-1 {result['top1']:.2%}  top-5 {result['top5']:.2%}  over {result['examples']} "
           f"images, {result['images_per_s']:.1f} images/s")
     return result

@@ -182,7 +182,7 @@ def _prepare_output(config, fresh, worker=0):
             raise cfg.ConfigError(
                 f"{output} holds a run with a different configuration ({', '.join(differences)}). "
                 "Pass the same settings to resume it, --fresh to start over, or another --output.")
-    cb.write_atomically(config_path, lambda p: cb._write_json(p, config))
+    cb.write_json(config_path, config)
     return output
 
 
@@ -242,8 +242,9 @@ def run(config, fresh=False):
             # The training data repeats, so only the evaluation pass reaches the end of its
             # data, as it should; Keras warns about that every epoch.
             warnings.filterwarnings("ignore", message="Your input ran out of data")
-            model.fit(_fit_data(model, train.dataset.repeat(), plan), epochs=config["epochs"], initial_epoch=initial_epoch,
-                      steps_per_epoch=steps, validation_data=evaluation.dataset,
+            model.fit(_fit_data(model, train.dataset.repeat(), plan), epochs=config["epochs"],
+                      initial_epoch=initial_epoch, steps_per_epoch=steps,
+                      validation_data=evaluation.dataset,
                       validation_freq=config["eval_every"], callbacks=fit_callbacks,
                       shuffle=False, verbose=1 if sys.stdout.isatty() else 2)
     if nan_stop.failure:
@@ -275,7 +276,7 @@ def run(config, fresh=False):
         model.set_weights(raw)
     summary["wall_time_s"] = time.perf_counter() - started
     cb.write_files(backup.history, output)
-    cb.write_atomically(summary_path, lambda p: cb._write_json(p, summary))
+    cb.write_json(summary_path, summary)
     print(json.dumps(summary, indent=2))
     return summary
 
