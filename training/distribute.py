@@ -31,7 +31,6 @@ class Plan:
     name: str
     replicas: int
     strategy: object = None  # a tf.distribute strategy (TensorFlow)
-    hosts: int = 1
     host_index: int = 0
 
     def scope(self):
@@ -59,7 +58,7 @@ def _tensorflow_plan(choice):
         strategy = tf.distribute.MultiWorkerMirroredStrategy()
         resolver = strategy.cluster_resolver
         return Plan(choice, strategy.num_replicas_in_sync, strategy,
-                    hosts=_tf_config_workers(), host_index=resolver.task_id or 0)
+                    host_index=resolver.task_id or 0)
     resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=os.environ.get("TPU_NAME", ""))
     tf.config.experimental_connect_to_cluster(resolver)
     tf.tpu.experimental.initialize_tpu_system(resolver)
@@ -83,8 +82,7 @@ def _jax_plan(choice):
         return Plan("none", 1)
     distribution = keras.distribution.DataParallel(devices=keras.distribution.list_devices())
     keras.distribution.set_distribution(distribution)
-    return Plan("data_parallel", jax.device_count(), hosts=jax.process_count(),
-                host_index=jax.process_index())
+    return Plan("data_parallel", jax.device_count(), host_index=jax.process_index())
 
 
 def plan(choice, global_batch):

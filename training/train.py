@@ -31,21 +31,12 @@ from training import optimizer as opt
 
 
 def _augment(config):
+    """The recipe's augmentation settings (its keys are `ffzoo.data.Augment`'s fields)."""
+    import dataclasses
+
     import ffzoo.data as fd
 
-    return fd.Augment(
-        random_resized_crop=config["random_resized_crop"],
-        crop_scale=tuple(config["crop_scale"]),
-        crop_ratio=tuple(config["crop_ratio"]),
-        hflip=config["hflip"],
-        randaugment=config["randaugment"],
-        random_erasing=config["random_erasing"],
-        mixup_alpha=config["mixup_alpha"],
-        cutmix_alpha=config["cutmix_alpha"],
-        mix_probability=config["mix_probability"],
-        switch_probability=config["switch_probability"],
-        label_smoothing=config["label_smoothing"],
-    )
+    return fd.Augment.from_dict({f.name: config[f.name] for f in dataclasses.fields(fd.Augment)})
 
 
 def load_data(config, replicas, seed_offset=0):
@@ -192,8 +183,6 @@ def run(config, fresh=False):
     keras.config.set_dtype_policy(config["precision"])
     keras.utils.set_random_seed(config["seed"])
     plan = distribute.plan(config["distribute"], config["batch_size"])
-    # With several hosts the chief (host 0) owns the run directory; every other host
-    # keeps its own backups and files in worker-<index>/ inside it.
     output = _prepare_output(config, fresh, worker=plan.host_index)
     summary_path = os.path.join(output, "summary.json")
     if os.path.exists(summary_path):
