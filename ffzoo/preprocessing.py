@@ -9,9 +9,8 @@ normalize with the ImageNet mean and std.
 The resize is Pillow's algorithm step by step: the same filter taps, the same
 22-bit fixed-point coefficients, a horizontal pass rounded to uint8, then a vertical
 pass rounded to uint8. With NumPy (`preprocess_image`) the sums are Pillow's exact
-integer arithmetic and the output is PIL's, bit for bit. The TensorFlow namespace
-(the tf.data pipelines) sums in float32 for speed, which can move a value by one
-level where Pillow's sum lies within ~1e-5 of a rounding boundary.
+integer arithmetic, computed by the TensorFlow namespace (the tf.data pipelines) as
+banded int32 matrix products. Both give PIL's output bit for bit.
 
 The code is written once against a small array namespace (`_NumPyOps` here; the
 TensorFlow one in `tf_ops()`), so `preprocess_image` and the tf.data evaluation
@@ -29,6 +28,7 @@ _PRECISION_BITS = 22  # Pillow's fixed point for 8-bit images: 32 - 8 - 2
 _ONE = float(1 << _PRECISION_BITS)
 _HALF = 1 << (_PRECISION_BITS - 1)
 _BICUBIC_A = -0.5
+_BLOCK = 8  # output rows per banded matrix product (TensorFlow)
 _BICUBIC_SUPPORT = 2.0
 
 
@@ -42,10 +42,6 @@ class _NumPyOps:
     @staticmethod
     def as_int(x):
         return np.asarray(x).astype(np.int32)
-
-    @staticmethod
-    def as_uint8(x):
-        return np.asarray(x).astype(np.uint8)
 
     @staticmethod
     def as_output(x):  # normalized pixels
@@ -63,7 +59,6 @@ class _NumPyOps:
     where = staticmethod(np.where)
     minimum = staticmethod(np.minimum)
     maximum = staticmethod(np.maximum)
-    right_shift = staticmethod(np.right_shift)
 
     @staticmethod
     def reduce_sum(x, axis, keepdims=False):
@@ -73,13 +68,10 @@ class _NumPyOps:
     reduce_max = staticmethod(np.max)
 
     @staticmethod
-    def gather_rows(x, indices):
-        return np.take(x, indices, axis=0)
-
-    @staticmethod
-    def weighted_taps(taps, weights):
+    def resample_rows(pixels, indices, weights):
         """Pillow's exact integer sums: `(sum(pixel * weight) + 2**21) >> 22`, clipped."""
-        total = np.sum(taps.astype(np.int32) * weights[:, :, None, None], axis=1)
+        taps = np.take(pixels, indices, axis=0).astype(np.int32)  # (n_out, ntaps, m, C)
+        total = np.sum(taps * weights[:, :, None, None], axis=1)
         return np.clip(np.right_shift(total + _HALF, _PRECISION_BITS), 0, 255).astype(np.uint8)
 
     @staticmethod
@@ -98,8 +90,6 @@ def tf_ops():
     class _TFOps:
         as_float = staticmethod(lambda x: tf.cast(x, tf.float64))
         as_int = staticmethod(lambda x: tf.cast(x, tf.int32))
-        as_uint8 = staticmethod(lambda x: tf.cast(x, tf.uint8))
-        as_output = staticmethod(lambda x: tf.cast(x, tf.float32))
         arange = staticmethod(lambda n: tf.range(tf.cast(n, tf.float64), dtype=tf.float64))
         floor = staticmethod(tf.math.floor)
         ceil = staticmethod(tf.math.ceil)
@@ -109,7 +99,6 @@ def tf_ops():
         where = staticmethod(tf.where)
         minimum = staticmethod(tf.math.minimum)
         maximum = staticmethod(tf.math.maximum)
-        right_shift = staticmethod(tf.bitwise.right_shift)
 
         @staticmethod
         def reduce_sum(x, axis, keepdims=False):
@@ -119,16 +108,35 @@ def tf_ops():
         reduce_max = staticmethod(tf.math.reduce_max)
 
         @staticmethod
-        def gather_rows(x, indices):
-            return tf.gather(x, indices, axis=0)
+        def resample_rows(pixels, indices, weights):
+            """Pillow's integer sums as banded matrix products.
 
-        @staticmethod
-        def weighted_taps(taps, weights):
-            """Pillow's sums in float32 (1.5x faster than int32 here): a value can
-            differ from Pillow's by one level when it falls within ~1e-5 of .5."""
-            scaled = tf.cast(weights, tf.float32) * (1.0 / _ONE)
-            total = tf.reduce_sum(tf.cast(taps, tf.float32) * scaled[:, :, None, None], axis=1)
-            return tf.cast(tf.clip_by_value(tf.floor(total + 0.5), 0.0, 255.0), tf.uint8)
+            The output rows go in blocks of `_BLOCK`; a block's taps lie in one
+            contiguous band of input rows, so a block is one `(_BLOCK, band) @
+            (band, m * C)` int32 product, its taps scattered into a dense weight
+            matrix. Pillow's own arithmetic, so the result is PIL's bit for bit;
+            and int32 products run on Eigen's kernels (oneDNN's float32 ones are
+            built anew for each new shape, and a random crop is a new shape every
+            image).
+            """
+            n_in, n_out, ntaps = tf.shape(pixels)[0], tf.shape(indices)[0], tf.shape(indices)[1]
+            blocks = (n_out + _BLOCK - 1) // _BLOCK
+            pad = blocks * _BLOCK - n_out  # padding rows: the last row's taps, weight 0
+            indices = tf.concat([indices, tf.repeat(indices[-1:], pad, axis=0)], 0)
+            weights = tf.concat([weights, tf.zeros([pad, ntaps], weights.dtype)], 0)
+            indices = tf.reshape(indices, [blocks, _BLOCK, ntaps])
+            start = tf.reduce_min(indices, axis=[1, 2])  # each block's first input row
+            local = indices - start[:, None, None]
+            band = tf.reduce_max(local) + 1
+            where = tf.stack([tf.broadcast_to(tf.range(blocks)[:, None, None], tf.shape(local)),
+                              tf.broadcast_to(tf.range(_BLOCK)[None, :, None], tf.shape(local)),
+                              local], -1)
+            matrix = tf.scatter_nd(where, tf.reshape(weights, tf.shape(local)), tf.stack([blocks, _BLOCK, band]))
+            rows = tf.minimum(start[:, None] + tf.range(band)[None, :], n_in - 1)  # (blocks, band)
+            bands = tf.cast(tf.gather(tf.reshape(pixels, [n_in, -1]), rows), tf.int32)
+            total = tf.reshape(tf.linalg.matmul(matrix, bands), [blocks * _BLOCK, -1])[:n_out]
+            rounded = tf.saturate_cast(tf.bitwise.right_shift(total + _HALF, _PRECISION_BITS), tf.uint8)
+            return tf.reshape(rounded, tf.concat([[n_out], tf.shape(pixels)[1:]], 0))
 
         @staticmethod
         def swap_first_axes(x):
@@ -172,15 +180,6 @@ def _resample_taps(ops, in_size, out_size, start, count):
     return ops.as_int(ops.where(inside, taps, first[:, None] + 0.0 * taps)), ops.as_int(weights)
 
 
-def _resample_rows(ops, pixels, indices, weights):
-    """One Pillow pass along axis 0: uint8 `(n_in, m, C)` -> uint8 `(n_out, m, C)`.
-
-    Each output row is the weighted sum of its taps' input rows, rounded back to
-    0..255 as Pillow rounds. Gathering whole rows keeps it fast.
-    """
-    return ops.weighted_taps(ops.gather_rows(pixels, indices), weights)  # taps: (n_out, ntaps, m, C)
-
-
 def center_crop_taps(ops, height, width, crop_size=224, resize_size=256):
     """Taps of DeiT's eval resize (shorter side to `resize_size`) and center crop.
 
@@ -221,9 +220,11 @@ def resample(ops, image, taps, origin=(0, 0)):
     planned for (when only `input_window(taps)` was decoded).
     """
     rows, row_weights, cols, col_weights = taps
-    # Horizontal pass first (rows of the transposed image), like Pillow.
-    wide = _resample_rows(ops, ops.swap_first_axes(image), cols - origin[1], col_weights)
-    return _resample_rows(ops, ops.swap_first_axes(wide), rows - origin[0], row_weights)
+    # Horizontal pass first (rows of the transposed image), like Pillow. Each pass
+    # makes every output row the weighted sum of its taps' input rows, rounded back
+    # to 0..255 as Pillow rounds.
+    wide = ops.resample_rows(ops.swap_first_axes(image), cols - origin[1], col_weights)
+    return ops.resample_rows(ops.swap_first_axes(wide), rows - origin[0], row_weights)
 
 
 def resize_shorter_and_center_crop(ops, image, crop_size=224, resize_size=256):

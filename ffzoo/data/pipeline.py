@@ -157,7 +157,17 @@ def _decode_window(image_bytes, plan):
     return tf.cond(tf.io.is_jpeg(image_bytes), from_jpeg, from_other)
 
 
-def _train_crop(image_bytes, seed, image_size, augment):
+def _mirrored(taps, flip):
+    """The taps of the left-right mirrored output (`flip` a boolean tensor, or None):
+    the same output columns in reverse order, so flipping costs nothing."""
+    if flip is None:
+        return taps
+    rows, row_weights, cols, col_weights = taps
+    return (rows, row_weights, tf.where(flip, tf.reverse(cols, [0]), cols),
+            tf.where(flip, tf.reverse(col_weights, [0]), col_weights))
+
+
+def _train_crop(image_bytes, seed, image_size, augment, flip=None):
     """Random resized crop, resized to `image_size` with PIL's bicubic (as timm does)."""
     tf_ops = preprocessing.tf_ops()
 
@@ -165,16 +175,16 @@ def _train_crop(image_bytes, seed, image_size, augment):
         top, left, h, w = ops.random_resized_crop_window(seed, height, width, augment.crop_scale,
                                                          augment.crop_ratio)
         rows, row_weights, cols, col_weights = preprocessing.resize_taps(tf_ops, h, w, image_size, image_size)
-        return rows + top, row_weights, cols + left, col_weights
+        return _mirrored((rows + top, row_weights, cols + left, col_weights), flip)
 
     return _decode_window(image_bytes, plan)
 
 
-def _eval_crop(image_bytes, image_size, crop_pct):
+def _eval_crop(image_bytes, image_size, crop_pct, flip=None):
     """DeiT's evaluation resize and center crop: the code of `ffzoo.preprocess_image`."""
     resize = preprocessing.eval_resize_size(image_size, crop_pct)
-    return _decode_window(image_bytes, lambda h, w: preprocessing.center_crop_taps(
-        preprocessing.tf_ops(), h, w, image_size, resize))
+    return _decode_window(image_bytes, lambda h, w: _mirrored(preprocessing.center_crop_taps(
+        preprocessing.tf_ops(), h, w, image_size, resize), flip))
 
 
 _TAIL = 4096  # a JPEG's end marker / a PNG's IEND chunk must lie in the last 4 KiB
@@ -201,12 +211,8 @@ def _starts(head, prefix):
     return enough & tf.reduce_all(tf.equal(padded, tf.constant(list(prefix), tf.uint8)))
 
 
-def readable(data):
-    """A cheap check of encoded image bytes, before decoding (which would raise).
-
-    False for empty files, unknown formats, JPEGs without their end-of-image marker
-    and PNGs without their IEND chunk (the signature of a truncated file).
-    """
+def _complete(data):
+    """The full check (see `readable`)."""
     length = tf.strings.length(data)
     head = _bytes_at(data, 0, 12)
     tail = _bytes_at(data, tf.maximum(length - _TAIL, 0), _TAIL)
@@ -218,14 +224,28 @@ def readable(data):
     return (length > 0) & (complete_jpeg | complete_png | other)
 
 
-def _drop_unreadable(records, skipped):
-    """Drops records whose bytes fail `readable`, logging their names in `skipped`."""
+def readable(data):
+    """A cheap check of encoded image bytes, before decoding (which would raise).
 
-    def keep(record):
-        return tf.cond(readable(record["image"]), lambda: tf.constant(True),
-                       lambda: tf.py_function(skipped.add, [record["name"]], tf.bool))
+    False for empty files, unknown formats, JPEGs without their end-of-image marker
+    and PNGs without their IEND chunk (the signature of a truncated file). A JPEG
+    that starts and ends with its markers passes at once; anything else is looked
+    at more closely (markers anywhere in the last 4 KiB, other formats).
+    """
+    length = tf.strings.length(data)
+    plain_jpeg = ((tf.strings.substr(data, 0, 3) == b"\xff\xd8\xff")
+                  & (tf.strings.substr(data, tf.maximum(length - 2, 0), 2) == b"\xff\xd9"))
+    return tf.cond(plain_jpeg, lambda: tf.constant(True), lambda: _complete(data))
 
-    return records.filter(keep)
+
+def _drop_unreadable(examples, skipped):
+    """Drops `(image, label, readable, name)` examples that failed `readable`, logging
+    their names in `skipped`; yields `(image, label)`."""
+
+    def keep(image, label, ok, name):
+        return tf.cond(ok, lambda: tf.constant(True), lambda: tf.py_function(skipped.add, [name], tf.bool))
+
+    return examples.filter(keep).map(lambda image, label, ok, name: (image, label))
 
 
 def load(source, split="train", *, training=None, batch_size=128, image_size=224,
@@ -300,48 +320,57 @@ def load(source, split="train", *, training=None, batch_size=128, image_size=224
         records = distinct.flat_map(lambda r: tf.data.Dataset.from_tensors(r).repeat(repeats))
         if count is not None:
             records = records.take(count)
-    records = tf.data.Dataset.zip(records, _seeds(seed)).map(lambda r, s: dict(r, seed=s))
+    records = tf.data.Dataset.zip(records, _seeds(seed))
+    # Random erasing works on single normalized images; without it the images are
+    # batched as uint8 and normalized a batch at a time.
+    erase = training and augment.random_erasing
 
-    if training and augment.random_resized_crop:
-        def decode(record):
-            return _train_crop(record["image"], ops.split_seed(record["seed"], 2)[0], image_size, augment)
-    else:
-        def decode(record):
-            return _eval_crop(record["image"], image_size, crop_pct)
+    def transform(image_bytes, seed):
+        crop_seed, flip_seed, augment_seed, erase_seed = ops.split_seed(seed, 4)
+        flip = ops.flip_coin(flip_seed, augment.hflip) if training and augment.hflip else None
+        if training and augment.random_resized_crop:
+            image = _train_crop(image_bytes, crop_seed, image_size, augment, flip)
+        else:
+            image = _eval_crop(image_bytes, image_size, crop_pct, flip)
+        if training and augment.randaugment:
+            image = randaugment.rand_augment(image, augment_seed, **randaugment.parse_policy(augment.randaugment))
+        if erase:
+            image = ops.random_erasing(ops.normalize(image, mean, std), erase_seed, augment.random_erasing)
+        return tf.ensure_shape(image, (image_size, image_size, 3))
+
+    def per_image(record, seed):
+        if not skip_bad_files:
+            return transform(record["image"], seed), record["label"]
+        # Checked here, in parallel, rather than in a (sequential) filter before.
+        ok = readable(record["image"])
+        blank = tf.zeros((image_size, image_size, 3), tf.float32 if erase else tf.uint8)
+        image = tf.cond(ok, lambda: transform(record["image"], seed), lambda: blank)
+        return image, record["label"], ok, record["name"]
 
     skipped = SkipLog()
+    batches = records.map(per_image, num_parallel_calls=parallel, deterministic=deterministic)
     if skip_bad_files:
-        records = _drop_unreadable(records, skipped)
-    decoded = records.map(lambda r: dict(r, image=decode(r)), num_parallel_calls=parallel,
-                          deterministic=deterministic)
+        batches = _drop_unreadable(batches, skipped)
 
-    def finish(record):
-        image = record["image"]
-        if training:
-            flip_seed, augment_seed, erase_seed = ops.split_seed(ops.split_seed(record["seed"], 2)[1], 3)
-            if augment.hflip:
-                image = ops.random_flip(image, flip_seed, augment.hflip)
-            if augment.randaugment:
-                image = randaugment.rand_augment(image, augment_seed, **randaugment.parse_policy(augment.randaugment))
-        image = ops.normalize(image, mean, std)
-        if training and augment.random_erasing:
-            image = ops.random_erasing(image, erase_seed, augment.random_erasing)
-        image = tf.ensure_shape(image, (image_size, image_size, 3))
-        return image, record["label"]
+    def normalized(images):
+        return images if erase else ops.normalize(images, mean, std)
 
-    batches = decoded.map(finish, num_parallel_calls=parallel, deterministic=deterministic)
     batches = batches.batch(batch_size, drop_remainder=drop_remainder,
                             num_parallel_calls=parallel, deterministic=deterministic)
     if training:
         def mix(images, labels, seed):
-            return ops.mixup_cutmix(images, labels, seed, classes, augment.mixup_alpha,
+            return ops.mixup_cutmix(normalized(images), labels, seed, classes, augment.mixup_alpha,
                                     augment.cutmix_alpha, augment.switch_probability,
                                     augment.mix_probability, augment.label_smoothing)
         batches = tf.data.Dataset.zip(batches, _seeds(None if seed is None else seed + 1))
         batches = batches.map(lambda b, s: mix(b[0], b[1], s), num_parallel_calls=parallel,
                               deterministic=deterministic)
     elif one_hot_labels:
-        batches = batches.map(lambda x, y: (x, tf.one_hot(y, classes)))
+        batches = batches.map(lambda x, y: (normalized(x), tf.one_hot(y, classes)),
+                              num_parallel_calls=parallel, deterministic=deterministic)
+    else:
+        batches = batches.map(lambda x, y: (normalized(x), y), num_parallel_calls=parallel,
+                              deterministic=deterministic)
     if pad_final_batch:
         batches = batches.map(lambda x, y: _pad_batch(x, y, batch_size))
     options = tf.data.Options()
