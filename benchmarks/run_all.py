@@ -1,14 +1,16 @@
 """Every benchmark in one command, then the README's performance section.
 
-    python -m benchmarks.run_all [--skip-input-pipeline] [--quick] [--output-dir DIR]
+    python -m benchmarks.run_all [--skip-input-pipeline] [--quick] [--render-only] [--output-dir DIR]
 
 Runs benchmarks.input_pipeline, benchmarks.speed and benchmarks.scaling one after the
 other (each in its own process; their JSON and the scaling plot go to --output-dir,
 default benchmarks/results), then renders the results as markdown and puts it between
 the README's `<!-- performance:start -->` and `<!-- performance:end -->` markers. With
 --skip-input-pipeline, an input_pipeline.json left by an earlier run is still shown.
-With --quick (smoke-test sizes) or when the README lacks the markers, the section is
-printed instead and the README is left alone.
+With --render-only nothing runs: the section is rebuilt from the JSON files already in
+--output-dir (each part names the machine and date it was measured on). With --quick
+(smoke-test sizes) or when the README lacks the markers, the section is printed
+instead and the README is left alone.
 """
 
 import argparse
@@ -146,7 +148,9 @@ def speed_section(speed):
 
 def input_pipeline_section(pipeline):
     rates = ", ".join(f"{name}: {rate:.0f}" for name, rate in pipeline["images_per_s"].items())
-    return (f"**Input pipeline** ({pipeline['images']} JPEGs, batch {pipeline['batch']}, {pipeline['backend']}): "
+    measured = pipeline["machine"] + (f", {pipeline['date'][:10]}" if "date" in pipeline else "")
+    return (f"**Input pipeline** ({pipeline['images']} JPEGs, batch {pipeline['batch']}, {pipeline['backend']}, "
+            f"measured on {measured}): "
             f"`ffzoo.data` against a PyTorch `DataLoader` doing the same work, "
             f"{pipeline['train_ratio_vs_pytorch']:.2f}x for the training transform and "
             f"{pipeline['eval_ratio_vs_pytorch']:.2f}x for the evaluation transform; FF-Tiny training "
@@ -198,16 +202,19 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--skip-input-pipeline", action="store_true")
     parser.add_argument("--quick", action="store_true", help="smoke-test sizes; prints, never edits the README")
+    parser.add_argument("--render-only", action="store_true",
+                        help="run nothing; rebuild the README section from --output-dir's JSON files")
     parser.add_argument("--output-dir", default=DEFAULT_OUTPUT)
     args = parser.parse_args(argv)
     output = os.path.abspath(args.output_dir)
     quick = ["--quick"] if args.quick else []
     os.makedirs(output, exist_ok=True)
-    if not args.skip_input_pipeline:
-        run("benchmarks.input_pipeline", "--output", os.path.join(output, "input_pipeline.json"),
-            *(QUICK_INPUT_PIPELINE if args.quick else []))
-    run("benchmarks.speed", "--output-dir", output, *quick)
-    run("benchmarks.scaling", "--output-dir", output, *quick)
+    if not args.render_only:
+        if not args.skip_input_pipeline:
+            run("benchmarks.input_pipeline", "--output", os.path.join(output, "input_pipeline.json"),
+                *(QUICK_INPUT_PIPELINE if args.quick else []))
+        run("benchmarks.speed", "--output-dir", output, *quick)
+        run("benchmarks.scaling", "--output-dir", output, *quick)
     image = os.path.relpath(os.path.join(output, "scaling.png"), os.path.dirname(README))
     markdown = render_markdown(load_results(output), image)
     with open(README) as f:
