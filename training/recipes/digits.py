@@ -2,8 +2,8 @@
 
 1,797 real 8 x 8 scans (10 classes) shipped inside scikit-learn, written as a
 32 x 32 image folder (80% train, 20% held out) and read through ffzoo.data like
-ImageNet. Expected: at least 95% top-1 on the 359 held-out images in about two to
-three minutes on a 2-core CPU (measured figures in README.md).
+ImageNet. Expected: at least 95% top-1 on the 359 held-out images in under five
+minutes on a 2-core CPU (measured figures in README.md).
 
     python -m training.train --recipe digits
 """
