@@ -28,8 +28,8 @@ _PRECISION_BITS = 22  # Pillow's fixed point for 8-bit images: 32 - 8 - 2
 _ONE = float(1 << _PRECISION_BITS)
 _HALF = 1 << (_PRECISION_BITS - 1)
 _BICUBIC_A = -0.5
-_BLOCK = 8  # output rows per banded matrix product (TensorFlow)
 _BICUBIC_SUPPORT = 2.0
+_BLOCK = 8  # output rows per banded matrix product (TensorFlow)
 
 
 class _NumPyOps:
@@ -128,10 +128,10 @@ def tf_ops():
             start = tf.reduce_min(indices, axis=[1, 2])  # each block's first input row
             local = indices - start[:, None, None]
             band = tf.reduce_max(local) + 1
-            where = tf.stack([tf.broadcast_to(tf.range(blocks)[:, None, None], tf.shape(local)),
-                              tf.broadcast_to(tf.range(_BLOCK)[None, :, None], tf.shape(local)),
-                              local], -1)
-            matrix = tf.scatter_nd(where, tf.reshape(weights, tf.shape(local)), tf.stack([blocks, _BLOCK, band]))
+            shape = tf.shape(local)
+            where = tf.stack([tf.broadcast_to(tf.range(blocks)[:, None, None], shape),
+                              tf.broadcast_to(tf.range(_BLOCK)[None, :, None], shape), local], -1)
+            matrix = tf.scatter_nd(where, tf.reshape(weights, shape), tf.stack([blocks, _BLOCK, band]))
             rows = tf.minimum(start[:, None] + tf.range(band)[None, :], n_in - 1)  # (blocks, band)
             bands = tf.cast(tf.gather(tf.reshape(pixels, [n_in, -1]), rows), tf.int32)
             total = tf.reshape(tf.linalg.matmul(matrix, bands), [blocks * _BLOCK, -1])[:n_out]

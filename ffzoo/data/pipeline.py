@@ -325,6 +325,9 @@ def load(source, split="train", *, training=None, batch_size=128, image_size=224
     # batched as uint8 and normalized a batch at a time.
     erase = training and augment.random_erasing
 
+    def normalized(images):
+        return images if erase else ops.normalize(images, mean, std)
+
     def transform(image_bytes, seed):
         crop_seed, flip_seed, augment_seed, erase_seed = ops.split_seed(seed, 4)
         flip = ops.flip_coin(flip_seed, augment.hflip) if training and augment.hflip else None
@@ -351,9 +354,6 @@ def load(source, split="train", *, training=None, batch_size=128, image_size=224
     batches = records.map(per_image, num_parallel_calls=parallel, deterministic=deterministic)
     if skip_bad_files:
         batches = _drop_unreadable(batches, skipped)
-
-    def normalized(images):
-        return images if erase else ops.normalize(images, mean, std)
 
     batches = batches.batch(batch_size, drop_remainder=drop_remainder,
                             num_parallel_calls=parallel, deterministic=deterministic)
