@@ -4,8 +4,9 @@
 
 On a generated folder of ImageNet-like JPEGs (500 x 375, quality 90, made from real
 photos shipped by scikit-image), it times one epoch at a time, alternating:
-- ffzoo.data's training transform with only crop / flip / resize / normalize on, and
-  its evaluation transform (resize 256, center crop 224, normalize);
+- ffzoo.data's training transform with only crop / flip / resize / normalize on (also
+  with `pil_exact_resize`), and its evaluation transform (resize 256, center crop 224,
+  normalize);
 - the baseline a PyTorch user would write: `torch.utils.data.DataLoader` with one worker
   per core doing the same steps with PIL (torchvision's algorithms, no torchvision);
 - ffzoo's full DeiT training transform (RandAugment, erasing, Mixup/CutMix), for scale.
@@ -14,6 +15,7 @@ held in memory. Prints a table and writes a JSON result.
 """
 
 import argparse
+import dataclasses
 import datetime
 import json
 import math
@@ -143,12 +145,15 @@ def main():
     basic = fd.Augment(randaugment=None, random_erasing=0.0, mixup_alpha=0.0, cutmix_alpha=0.0,
                        label_smoothing=0.0)
     ffzoo_train = fd.load(args.folder, "train", batch_size=args.batch, augment=basic, num_classes=10)
+    ffzoo_exact = fd.load(args.folder, "train", batch_size=args.batch, num_classes=10,
+                          augment=dataclasses.replace(basic, pil_exact_resize=True))
     ffzoo_deit = fd.load(args.folder, "train", batch_size=args.batch, num_classes=10)
     ffzoo_eval = fd.load(args.folder, "train", training=False, batch_size=args.batch)
     files = ffzoo_eval.source.files
     contenders = {
         "ffzoo train (crop/flip/resize/normalize)": lambda: epoch_rate(ffzoo_train.dataset),
         "PyTorch DataLoader + PIL, train": lambda: epoch_rate(baseline_train),
+        "ffzoo train, PIL-exact resize": lambda: epoch_rate(ffzoo_exact.dataset),
         "ffzoo eval (resize 256, crop 224)": lambda: epoch_rate(ffzoo_eval.dataset),
         "PyTorch DataLoader + PIL, eval": lambda: epoch_rate(baseline_eval),
         "ffzoo train, full DeiT recipe": lambda: epoch_rate(ffzoo_deit.dataset),

@@ -203,30 +203,75 @@ def test_eval_transform_is_preprocess_image(name, tmp_path, record):
     assert levels.max() < 1e-3
 
 
-@pytest.mark.parametrize("name", ["chelsea", "coffee"])
-def test_train_crop_is_pil_crop_and_bicubic_resize(name, tmp_path):
-    """Random resized crops (shrinking and enlarging, mirrored or not) equal PIL's
-    `crop(box).resize((224, 224), BICUBIC)` (and `transpose`) pixel for pixel."""
+def _train_crops(name, augment, encode, count=6):
+    """`(got, crop)` pairs: `_train_crop` of an encoded photo (mirrored every other
+    time, unmirrored here) and the window of the photo it should have resized."""
     from ffzoo.data import pipeline
 
-    photo = Image.fromarray(getattr(skimage.data, name)())
+    photo = getattr(skimage.data, name)()
     buffer = io.BytesIO()
-    photo.save(buffer, format="PNG")  # lossless: no JPEG decoder differences
+    Image.fromarray(photo).save(buffer, format=encode, quality=95)
     data = tf.constant(buffer.getvalue())
-    augment = fd.Augment(crop_scale=(0.02, 1.0))
-    sizes = []
-    for i in range(6):
+    decoded = tf.io.decode_image(data, channels=3).numpy()
+    pairs = []
+    for i in range(count):
         seed = tf.constant([i, 5])
         top, left, h, w = (int(v) for v in ops.random_resized_crop_window(
-            seed, photo.height, photo.width, augment.crop_scale, augment.crop_ratio))
-        want = photo.crop((left, top, left + w, top + h)).resize((224, 224), Image.BICUBIC)
+            seed, photo.shape[0], photo.shape[1], augment.crop_scale, augment.crop_ratio))
         flip = i % 2 == 1
-        if flip:
-            want = want.transpose(Image.FLIP_LEFT_RIGHT)
         got = pipeline._train_crop(data, seed, 224, augment, tf.constant(flip)).numpy()
-        np.testing.assert_array_equal(got, np.asarray(want))
-        sizes.append(min(h, w))
-    assert min(sizes) < 224 < max(sizes)  # both enlarging and shrinking were checked
+        if encode == "JPEG":  # libjpeg's window decoding differs from a cropped full decode at the edges
+            crop = tf.image.decode_and_crop_jpeg(data, [top, left, h, w], channels=3).numpy()
+        else:
+            crop = decoded[top:top + h, left:left + w]
+        pairs.append((got[:, ::-1] if flip else got, crop))
+    assert min(min(c.shape[:2]) for _, c in pairs) < 224 < max(min(c.shape[:2]) for _, c in pairs)
+    return pairs
+
+
+def _float_bicubic(crop, size=224):
+    """NumPy reference of one float pass of the antialiased bicubic: Pillow's taps as
+    real-valued weights (no rounding or clipping between the passes), rounded once."""
+    from ffzoo import preprocessing
+
+    def dense(n, taps, weights):  # (size, n): output pixel <- input pixels
+        matrix = np.zeros((size, n))
+        np.add.at(matrix, (np.arange(size)[:, None], taps), weights / 2.0 ** 22)
+        return matrix
+
+    rows, row_weights, cols, col_weights = preprocessing.resize_taps(
+        preprocessing._NumPyOps, crop.shape[0], crop.shape[1], size, size)
+    tall = np.einsum("ij,jkc->ikc", dense(crop.shape[0], rows, row_weights), crop.astype(np.float64))
+    out = np.einsum("ikc,lk->ilc", tall, dense(crop.shape[1], cols, col_weights))
+    return np.clip(np.round(out), 0, 255)
+
+
+@pytest.mark.parametrize("name", ["chelsea", "coffee"])
+def test_exact_train_crop_is_pil_crop_and_bicubic_resize(name):
+    """With `pil_exact_resize`, random resized crops (shrinking and enlarging, mirrored
+    or not) equal PIL's `crop(box).resize((224, 224), BICUBIC)` pixel for pixel."""
+    augment = fd.Augment(crop_scale=(0.02, 1.0), pil_exact_resize=True)
+    for got, crop in _train_crops(name, augment, "PNG"):  # lossless: no decoder differences
+        np.testing.assert_array_equal(got, np.asarray(Image.fromarray(crop).resize((224, 224), Image.BICUBIC)))
+
+
+@pytest.mark.parametrize("encode", ["PNG", "JPEG"])
+@pytest.mark.parametrize("name", ["chelsea", "coffee"])
+def test_fast_train_crop_is_one_float_bicubic_pass_close_to_pil(name, encode, record):
+    """The default resize: a float NumPy bicubic pass to within rounding; within a
+    fraction of a level of PIL on average (PIL rounds and clips between its passes).
+    JPEGs take the fused `decode_and_crop_jpeg` path, PNGs the decode-then-slice one."""
+    augment = fd.Augment(crop_scale=(0.02, 1.0))
+    off_reference, off_pil = [], []
+    for got, crop in _train_crops(name, augment, encode):
+        off_reference.append(np.abs(got - _float_bicubic(crop)).max())
+        pil = np.asarray(Image.fromarray(crop).resize((224, 224), Image.BICUBIC))
+        off_pil.append(np.abs(got.astype(int) - pil))
+    off_pil = np.stack(off_pil)
+    record(f"fast train resize ({name}, {encode}): max vs float reference / vs PIL mean, max, share > 1",
+           f"{max(off_reference):.0f} / {off_pil.mean():.2f}, {off_pil.max()}, {(off_pil > 1).mean():.1e}")
+    assert max(off_reference) <= 1
+    assert off_pil.mean() < 0.3 and (off_pil > 1).mean() < 2e-3
 
 
 def test_pipeline_flip_mirrors_the_same_crop(tmp_path, rng):

@@ -55,6 +55,7 @@ SCHEMA = {
     "random_resized_crop": (bool, True, "random resized crop (False: resize and center crop)"),
     "crop_scale": (tuple, (0.08, 1.0), "random resized crop area range"),
     "crop_ratio": (tuple, (3 / 4, 4 / 3), "random resized crop aspect range"),
+    "pil_exact_resize": (bool, False, "resize crops exactly as PIL does (slower; default: float bicubic)"),
     "hflip": (float, 0.5, "horizontal flip probability"),
     "repeated_augmentation": (int, 3, "DeiT's repeated augmentation: copies of each image per epoch"),
     # execution
