@@ -63,10 +63,14 @@ def flip_coin(seed, probability=0.5):
     return _uniform(seed) < probability
 
 
+def flip(image, flipped):
+    """Mirrors `image` left-right where the boolean scalar `flipped` is true."""
+    return tf.cond(flipped, lambda: tf.reverse(image, axis=[1]), lambda: image)
+
+
 def random_flip(image, seed, probability=0.5):
-    """Mirrors `image` left-right with `probability` (ffzoo.data's pipelines instead
-    mirror the resize taps, which costs nothing; see `pipeline._mirrored`)."""
-    return tf.cond(flip_coin(seed, probability), lambda: tf.reverse(image, axis=[1]), lambda: image)
+    """Mirrors `image` left-right with `probability`."""
+    return flip(image, flip_coin(seed, probability))
 
 
 def normalize(image, mean=IMAGENET_MEAN, std=IMAGENET_STD):

@@ -138,24 +138,22 @@ def _decode_any(image_bytes):
 
 
 def _decode_window(image_bytes, plan):
-    """Decodes only the pixels `plan(height, width) -> taps` reads; resamples them.
+    """Decodes only the pixels `plan(height, width) -> (window, extra)` asks for.
 
-    JPEGs are decoded window-only (`decode_and_crop_jpeg`); other formats (PNG, GIF,
-    BMP, also when named .JPEG) are decoded whole.
+    `window` is `(top, left, h, w)`; `extra` is whatever else the plan computed from
+    the image size (resize taps), handed back: returns `(pixels, extra)`. JPEGs are
+    decoded window-only (`decode_and_crop_jpeg`); other formats (PNG, GIF, BMP, also
+    when named .JPEG) are decoded whole and sliced.
     """
-    tf_ops = preprocessing.tf_ops()
-
     def from_jpeg():
         shape = tf.image.extract_jpeg_shape(image_bytes)
-        taps = plan(shape[0], shape[1])
-        top, left, h, w = preprocessing.input_window(tf_ops, taps)
-        window = tf.image.decode_and_crop_jpeg(image_bytes, tf.stack([top, left, h, w]), channels=3)
-        return preprocessing.resample(tf_ops, window, taps, origin=(top, left))
+        window, extra = plan(shape[0], shape[1])
+        return tf.image.decode_and_crop_jpeg(image_bytes, tf.stack(window), channels=3), extra
 
     def from_other():
         image = _decode_any(image_bytes)
-        taps = plan(tf.shape(image)[0], tf.shape(image)[1])
-        return preprocessing.resample(tf_ops, image, taps)
+        (top, left, h, w), extra = plan(tf.shape(image)[0], tf.shape(image)[1])
+        return image[top:top + h, left:left + w], extra
 
     return tf.cond(tf.io.is_jpeg(image_bytes), from_jpeg, from_other)
 
@@ -178,44 +176,39 @@ def _train_crop(image_bytes, seed, image_size, augment, flip=None):
     rounded to uint8 once. PIL instead rounds and clips to uint8 between its
     horizontal and vertical pass, so the two differ by ~0.2 level on average and up
     to ~10 levels on single pixels at sharp edges; the float pass costs about half
-    as much as the exact integer resampling.
-    With `augment.pil_exact_resize` the crop is PIL's `crop(box).resize(size,
-    BICUBIC)` bit for bit, with the evaluation transform's resampling code.
+    as much as the exact integer resampling. With `augment.pil_exact_resize` the
+    crop is PIL's `crop(box).resize(size, BICUBIC)` bit for bit, with the evaluation
+    transform's resampling code.
     """
-    def window(height, width):
-        return ops.random_resized_crop_window(seed, height, width, augment.crop_scale, augment.crop_ratio)
+    tf_ops = preprocessing.tf_ops()
 
+    def plan(height, width):
+        window = ops.random_resized_crop_window(seed, height, width, augment.crop_scale, augment.crop_ratio)
+        if not augment.pil_exact_resize:
+            return window, ()
+        # Taps in the crop's own coordinates: a resize reads every pixel of its input.
+        return window, _mirrored(preprocessing.resize_taps(tf_ops, window[2], window[3], image_size, image_size), flip)
+
+    crop, taps = _decode_window(image_bytes, plan)
     if augment.pil_exact_resize:
-        def plan(height, width):
-            top, left, h, w = window(height, width)
-            rows, row_weights, cols, col_weights = preprocessing.resize_taps(
-                preprocessing.tf_ops(), h, w, image_size, image_size)
-            return _mirrored((rows + top, row_weights, cols + left, col_weights), flip)
-
-        return _decode_window(image_bytes, plan)
-
-    def from_jpeg():
-        shape = tf.image.extract_jpeg_shape(image_bytes)
-        return tf.image.decode_and_crop_jpeg(image_bytes, tf.stack(window(shape[0], shape[1])), channels=3)
-
-    def from_other():
-        image = _decode_any(image_bytes)
-        top, left, h, w = window(tf.shape(image)[0], tf.shape(image)[1])
-        return image[top:top + h, left:left + w]
-
-    crop = tf.cond(tf.io.is_jpeg(image_bytes), from_jpeg, from_other)
+        return preprocessing.resample(tf_ops, crop, taps)
     resized = tf.image.resize(crop, (image_size, image_size), method="bicubic", antialias=True)
     image = tf.saturate_cast(tf.round(resized), tf.uint8)
-    if flip is None:
-        return image
-    return tf.cond(flip, lambda: tf.reverse(image, [1]), lambda: image)
+    return image if flip is None else ops.flip(image, flip)
 
 
 def _eval_crop(image_bytes, image_size, crop_pct, flip=None):
     """DeiT's evaluation resize and center crop: the code of `ffzoo.preprocess_image`."""
+    tf_ops = preprocessing.tf_ops()
     resize = preprocessing.eval_resize_size(image_size, crop_pct)
-    return _decode_window(image_bytes, lambda h, w: _mirrored(preprocessing.center_crop_taps(
-        preprocessing.tf_ops(), h, w, image_size, resize), flip))
+
+    def plan(height, width):
+        taps = _mirrored(preprocessing.center_crop_taps(tf_ops, height, width, image_size, resize), flip)
+        window = preprocessing.input_window(tf_ops, taps)
+        return window, (taps, window[:2])
+
+    pixels, (taps, origin) = _decode_window(image_bytes, plan)
+    return preprocessing.resample(tf_ops, pixels, taps, origin=origin)
 
 
 _TAIL = 4096  # a JPEG's end marker / a PNG's IEND chunk must lie in the last 4 KiB
