@@ -274,6 +274,23 @@ def test_fast_train_crop_is_one_float_bicubic_pass_close_to_pil(name, encode, re
     assert off_pil.mean() < 0.3 and (off_pil > 1).mean() < 2e-3
 
 
+def test_resize_bicubic_is_tensorflows_one_call_resize(rng):
+    """`ops.resize_bicubic` (one axis at a time, as one-row images) equals
+    `tf.image.resize(..., "bicubic", antialias=True)` bit for bit: shrinking,
+    enlarging, 1-pixel sides, noise and a photo; eagerly and traced with the
+    dynamic image shapes of a tf.data map."""
+    photo = skimage.data.coffee()
+    traced = tf.function(ops.resize_bicubic, input_signature=[
+        tf.TensorSpec([None, None, 3], tf.uint8), (tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.int32))])
+    shapes = [((375, 500), (224, 224)), ((1, 7), (224, 224)), ((300, 1), (5, 9)), ((90, 130), (224, 160))]
+    shapes += [(tuple(rng.integers(1, 400, 2)), tuple(int(n) for n in rng.integers(1, 300, 2))) for _ in range(6)]
+    for i, ((h, w), size) in enumerate(shapes):
+        image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8) if i % 2 else photo[:h, :w]
+        expected = tf.image.resize(image, size, "bicubic", antialias=True).numpy()
+        np.testing.assert_array_equal(ops.resize_bicubic(tf.constant(image), size), expected)
+        np.testing.assert_array_equal(traced(tf.constant(image), size), expected)
+
+
 def test_pipeline_flip_mirrors_the_same_crop(tmp_path, rng):
     make_folder(tmp_path, "train", 2, rng)
     base = dict(randaugment=None, random_erasing=0.0, mixup_alpha=0.0, cutmix_alpha=0.0, label_smoothing=0.0)

@@ -58,6 +58,40 @@ def random_resized_crop_window(seed, height, width, scale=(0.08, 1.0), ratio=(3 
     return top, left, crop_h, crop_w
 
 
+def _resample_first_axis(image, length):
+    """Antialiased bicubic resample of axis 0 of a `(n, m, c)` image to `length`: float32.
+
+    The image goes to `ScaleAndTranslate` as a single row (`[1, 1, n, m * c]`): the
+    axis to resample is its width and everything else one long channel vector. The
+    kernel then runs inline (TensorFlow 2.21 hands every output *row* of a resize to
+    the global intra-op pool, a cost that exceeds the work inside tf.data, where each
+    core already runs a map call), and its inner loop runs over long contiguous
+    vectors rather than 3 channels. The 1 -> 1 vertical pass it also makes is an
+    exact copy (one tap of weight 1).
+    """
+    shape = tf.shape(image)
+    length = tf.cast(length, tf.int32)
+    row = tf.reshape(image, tf.stack([1, 1, shape[0], shape[1] * shape[2]]))
+    scale = tf.stack([1.0, tf.cast(length, tf.float32) / tf.cast(shape[0], tf.float32)])
+    out = tf.raw_ops.ScaleAndTranslate(images=row, size=tf.stack([1, length]), scale=scale,
+                                       translation=tf.zeros([2]), kernel_type="keyscubic", antialias=True)
+    return tf.reshape(out, tf.stack([length, shape[1], shape[2]]))
+
+
+def resize_bicubic(image, size):
+    """`tf.image.resize(image, size, "bicubic", antialias=True)` for one `(h, w, c)`
+    image, float32, bit for bit, at about half the cost.
+
+    Keys cubic with `a = -0.5` (PIL's bicubic), widened when shrinking. Resampled one
+    axis at a time (see `_resample_first_axis`): rows, then the transposed columns,
+    with the taps, the order and the float32 sums of the one-call resize.
+    """
+    out_h, out_w = size
+    tall = _resample_first_axis(image, out_h)  # (out_h, w, c)
+    wide = _resample_first_axis(tf.transpose(tall, [1, 0, 2]), out_w)  # (out_w, out_h, c)
+    return tf.transpose(wide, [1, 0, 2])
+
+
 def flip_coin(seed, probability=0.5):
     """Whether to flip: a boolean scalar, true with `probability`."""
     return _uniform(seed) < probability

@@ -172,11 +172,11 @@ def _train_crop(image_bytes, seed, image_size, augment, flip=None):
     """Random resized crop fused with decoding, resized to `image_size` (bicubic).
 
     By default the resize is TensorFlow's antialiased Keys cubic (`a = -0.5`, PIL's
-    bicubic kernel, widened when shrinking as PIL widens it) in one float32 pass,
-    rounded to uint8 once. PIL instead rounds and clips to uint8 between its
-    horizontal and vertical pass, so the two differ by ~0.2 level on average and up
-    to ~10 levels on single pixels at sharp edges; the float pass costs about half
-    as much as the exact integer resampling. With `augment.pil_exact_resize` the
+    bicubic kernel, widened when shrinking as PIL widens it) in float32, rounded to
+    uint8 once (`ops.resize_bicubic`). PIL instead rounds and clips to uint8 between
+    its horizontal and vertical pass, so the two differ by ~0.2 level on average and
+    up to ~10 levels on single pixels at sharp edges; the float resize costs about a
+    third of the exact integer resampling. With `augment.pil_exact_resize` the
     crop is PIL's `crop(box).resize(size, BICUBIC)` bit for bit, with the evaluation
     transform's resampling code.
     """
@@ -192,8 +192,7 @@ def _train_crop(image_bytes, seed, image_size, augment, flip=None):
     crop, taps = _decode_window(image_bytes, plan)
     if augment.pil_exact_resize:
         return preprocessing.resample(tf_ops, crop, taps)
-    resized = tf.image.resize(crop, (image_size, image_size), method="bicubic", antialias=True)
-    image = tf.saturate_cast(tf.round(resized), tf.uint8)
+    image = tf.saturate_cast(tf.round(ops.resize_bicubic(crop, (image_size, image_size))), tf.uint8)
     return image if flip is None else ops.flip(image, flip)
 
 
