@@ -29,6 +29,8 @@ from benchmarks import harness
 
 MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 STD = np.array([0.229, 0.224, 0.225], np.float32)
+TRAIN, TORCH_TRAIN = "ffzoo train (crop/flip/resize/normalize)", "PyTorch DataLoader + PIL, train"
+EVAL, TORCH_EVAL = "ffzoo eval (resize 256, crop 224)", "PyTorch DataLoader + PIL, eval"
 
 
 def make_folder(folder, count, size=(500, 375), quality=90, classes=10):
@@ -151,11 +153,11 @@ def main():
     ffzoo_eval = fd.load(args.folder, "train", training=False, batch_size=args.batch)
     files = ffzoo_eval.source.files
     contenders = {
-        "ffzoo train (crop/flip/resize/normalize)": lambda: epoch_rate(ffzoo_train.dataset),
-        "PyTorch DataLoader + PIL, train": lambda: epoch_rate(baseline_train),
+        TRAIN: lambda: epoch_rate(ffzoo_train.dataset),
+        TORCH_TRAIN: lambda: epoch_rate(baseline_train),
         "ffzoo train, PIL-exact resize": lambda: epoch_rate(ffzoo_exact.dataset),
-        "ffzoo eval (resize 256, crop 224)": lambda: epoch_rate(ffzoo_eval.dataset),
-        "PyTorch DataLoader + PIL, eval": lambda: epoch_rate(baseline_eval),
+        EVAL: lambda: epoch_rate(ffzoo_eval.dataset),
+        TORCH_EVAL: lambda: epoch_rate(baseline_eval),
         "ffzoo train, full DeiT recipe": lambda: epoch_rate(ffzoo_deit.dataset),
     }
     baseline_train = torch_loader(files, True, args.batch)
@@ -200,8 +202,11 @@ def main():
         "images": args.images,
         "batch": args.batch,
         "images_per_s": best,
-        "train_ratio_vs_pytorch": best["ffzoo train (crop/flip/resize/normalize)"] / best["PyTorch DataLoader + PIL, train"],
-        "eval_ratio_vs_pytorch": best["ffzoo eval (resize 256, crop 224)"] / best["PyTorch DataLoader + PIL, eval"],
+        "train_ratio_vs_pytorch": best[TRAIN] / best[TORCH_TRAIN],
+        "eval_ratio_vs_pytorch": best[EVAL] / best[TORCH_EVAL],
+        # each round's ffzoo rate over the baseline's rate of the same round
+        "train_ratio_per_round": [a / b for a, b in zip(rates[TRAIN], rates[TORCH_TRAIN])],
+        "eval_ratio_per_round": [a / b for a, b in zip(rates[EVAL], rates[TORCH_EVAL])],
         "fit_steps_per_s": fed,
         "fit_pipeline_over_memory": fed["pipeline"] / fed["in memory"],
     }
