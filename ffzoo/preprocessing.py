@@ -44,10 +44,6 @@ class _NumPyOps:
         return np.asarray(x).astype(np.int32)
 
     @staticmethod
-    def as_output(x):  # normalized pixels
-        return np.asarray(x, dtype=np.float64)
-
-    @staticmethod
     def arange(n):
         return np.arange(n, dtype=np.float64)
 
@@ -238,10 +234,11 @@ def resize_shorter_and_center_crop(ops, image, crop_size=224, resize_size=256):
     return resample(ops, image, center_crop_taps(ops, height, width, crop_size, resize_size))
 
 
-def normalize(ops, pixels, mean=IMAGENET_MEAN, std=IMAGENET_STD):
-    """0..255 values -> `(x / 255 - mean) / std`."""
-    pixels = ops.as_output(pixels)
-    return (pixels / 255.0 - ops.as_output(mean)) / ops.as_output(std)
+def normalize(pixels, mean=IMAGENET_MEAN, std=IMAGENET_STD):
+    """0..255 values -> `(x / 255 - mean) / std`, in float64 (NumPy; the tf.data
+    pipelines use `ffzoo.data.ops.normalize`)."""
+    pixels = np.asarray(pixels, np.float64)
+    return (pixels / 255.0 - np.asarray(mean, np.float64)) / np.asarray(std, np.float64)
 
 
 def _as_rgb_uint8(image):
@@ -287,4 +284,4 @@ def preprocess_image(image, image_size=224, crop_pct=DEFAULT_CROP_PCT, mean=IMAG
     if min(rgb.shape[:2]) < 1:
         raise ValueError(f"preprocess_image got an empty image of shape {rgb.shape}.")
     crop = resize_shorter_and_center_crop(_NumPyOps, rgb, image_size, resize_size)
-    return normalize(_NumPyOps, crop, mean, std).astype(np.float32)
+    return normalize(crop, mean, std).astype(np.float32)
