@@ -25,6 +25,21 @@ def record():
     return _record
 
 
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "once: backend-independent; bin/test runs it with its first backend only")
+
+
+def pytest_collection_modifyitems(config, items):
+    """`bin/test` sets FFZOO_SKIP_ONCE for its second and later backends."""
+    if not os.environ.get("FFZOO_SKIP_ONCE"):
+        return
+    skip = pytest.mark.skip(reason="backend-independent: ran with the first backend")
+    for item in items:
+        if item.get_closest_marker("once"):
+            item.add_marker(skip)
+
+
 def pytest_terminal_summary(terminalreporter):
     if _MEASUREMENTS:
         terminalreporter.section(f"measurements, backend {BACKEND}")
