@@ -18,6 +18,8 @@ pipeline run the very same resize-and-crop. Importing this module never imports
 TensorFlow.
 """
 
+import math
+
 import numpy as np
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -241,7 +243,16 @@ def normalize(pixels, mean=IMAGENET_MEAN, std=IMAGENET_STD):
     return (pixels / 255.0 - np.asarray(mean, np.float64)) / np.asarray(std, np.float64)
 
 
+def _is_pil_image(image):
+    return hasattr(image, "convert") and hasattr(image, "mode") and hasattr(image, "getbands")
+
+
 def _as_rgb_uint8(image):
+    if _is_pil_image(image):
+        # Every mode (P, CMYK, YCbCr, HSV, I;16, LA, 1, ...) to RGB exactly as
+        # `ffzoo predict` and torchvision's image loader do; PIL knows what its
+        # palette and colour spaces mean, an array of them does not.
+        image = image.convert("RGB")
     array = np.asarray(image)
     if array.dtype != np.uint8:
         raise ValueError(
@@ -260,6 +271,45 @@ def _as_rgb_uint8(image):
     return array[:, :, :3]  # RGBA -> RGB drops alpha, as PIL's convert("RGB") does
 
 
+def _is_real(x):
+    return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, (bool, np.bool_))
+
+
+def check_settings(image_size=224, crop_pct=DEFAULT_CROP_PCT, mean=IMAGENET_MEAN, std=IMAGENET_STD):
+    """Raises `ValueError` naming the argument unless the evaluation settings make sense:
+    `image_size` a positive integer, `crop_pct` in (0, 1], `mean` three finite
+    numbers, `std` three finite positive numbers (one per RGB channel)."""
+    if not isinstance(image_size, (int, np.integer)) or isinstance(image_size, bool) or image_size < 1:
+        raise ValueError(f"image_size must be a positive integer; got {image_size!r}.")
+    if not _is_real(crop_pct) or not math.isfinite(crop_pct) or not 0 < crop_pct <= 1:
+        raise ValueError(
+            f"crop_pct must be a number in (0, 1] (the crop's share of the resized shorter "
+            f"side; DeiT's is {DEFAULT_CROP_PCT}); got {crop_pct!r}.")
+    for name, given, example in (("mean", mean, IMAGENET_MEAN), ("std", std, IMAGENET_STD)):
+        values = _three_finite(given)
+        if values is None:
+            raise ValueError(f"{name} must be three finite numbers, one per RGB channel (ImageNet's: "
+                             f"{example}); got {_shown(given)}.")
+        if name == "std" and min(values) <= 0:
+            raise ValueError(f"std must be positive (it divides the pixels); got {_shown(given)}.")
+
+
+def _three_finite(values):
+    """`values` as three finite floats, or None."""
+    try:
+        values = list(values)
+    except TypeError:  # a scalar
+        return None
+    if len(values) != 3 or not all(_is_real(v) and math.isfinite(v) for v in values):
+        return None
+    return [float(v) for v in values]
+
+
+def _shown(values):
+    text = repr(values)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 def eval_resize_size(image_size=224, crop_pct=DEFAULT_CROP_PCT):
     """The shorter-side size before the center crop: `int(image_size / crop_pct)` (256)."""
     return int(image_size / crop_pct)
@@ -271,14 +321,21 @@ def preprocess_image(image, image_size=224, crop_pct=DEFAULT_CROP_PCT, mean=IMAG
 
     Args:
         image: uint8 array `(H, W)`, `(H, W, 1)` (grayscale), `(H, W, 3)` (RGB) or
-            `(H, W, 4)` (RGBA, alpha dropped), any size; or a PIL image.
+            `(H, W, 4)` (RGBA, alpha dropped), any size; or a PIL image of any
+            mode, converted with `image.convert("RGB")` as `ffzoo predict` does.
         image_size: the crop size (224 for the published models).
         crop_pct: shorter side resized to `int(image_size / crop_pct)` (256) first.
         mean, std: per-channel normalization of the [0, 1] pixels.
 
     Returns:
         float32 array `(image_size, image_size, 3)`; stack several for a batch.
+
+    Raises:
+        ValueError: for an image that is not one uint8 image, or settings that
+            `check_settings` refuses (`crop_pct` outside (0, 1], a std that is not
+            three finite positive numbers, ...).
     """
+    check_settings(image_size, crop_pct, mean, std)
     rgb = _as_rgb_uint8(image)
     resize_size = eval_resize_size(image_size, crop_pct)
     if min(rgb.shape[:2]) < 1:
