@@ -56,23 +56,27 @@ class Augment:
 
 
 class SkipLog:
-    """Names of the files a pipeline skipped because they could not be decoded."""
+    """Names of the files a pipeline skipped because they could not be decoded, and why
+    (`reasons[i]`, from `SKIP_REASONS`)."""
 
     def __init__(self):
         self.names = []
+        self.reasons = []
         self.reported = 0
         self._lock = threading.Lock()
 
-    def add(self, name):  # called from tf.data through tf.py_function
+    def add(self, name, code=None):  # called from tf.data through tf.py_function
         with self._lock:
-            self.names.append(name.numpy().decode("utf-8", errors="replace"))
+            self.names.append(name.numpy().decode("utf-8", errors="backslashreplace"))
+            self.reasons.append(SKIP_REASONS.get(int(code), "unreadable") if code is not None else "unreadable")
         return False
 
-    def take_new(self):
+    def take_new(self, with_reasons=False):
         with self._lock:
             new = self.names[self.reported:]
+            why = self.reasons[self.reported:]
             self.reported = len(self.names)
-        return new
+        return list(zip(new, why)) if with_reasons else new
 
 
 @dataclasses.dataclass
@@ -102,12 +106,13 @@ class Pipeline:
 
     def report_skipped(self, when=""):
         """Warns with the count and names of files skipped since the last report."""
-        new = self.skipped.take_new()
+        new = self.skipped.take_new(with_reasons=True)
         if new:
-            shown = ", ".join(new[:20]) + (f", ... ({len(new)} in all)" if len(new) > 20 else "")
+            shown = ", ".join(f"{name} ({why})" for name, why in new[:20])
+            shown += f", ... ({len(new)} in all)" if len(new) > 20 else ""
             warnings.warn(f"ffzoo.data: skipped {len(new)} unreadable file(s) of "
                           f"{self.source.description}{' ' + when if when else ''}: {shown}", stacklevel=2)
-        return new
+        return [name for name, _ in new]
 
     def callback(self):
         """A Keras callback that reports skipped files at the end of every epoch."""
@@ -210,65 +215,264 @@ def _eval_crop(image_bytes, image_size, crop_pct, flip=None):
     return preprocessing.resample(tf_ops, pixels, taps, origin=origin)
 
 
-_TAIL = 4096  # a JPEG's end marker / a PNG's IEND chunk must lie in the last 4 KiB
+# Pillow's default Image.MAX_IMAGE_PIXELS (its decompression-bomb limit): about 0.25 GiB
+# of RGB pixels. A 1 MB PNG can declare 20000 x 20000 pixels (1.2 GB decoded).
+MAX_IMAGE_PIXELS = 89_478_485
+
+# What `check_image` finds (0: decodable); SKIP_REASONS[code] says why a file is skipped.
+SKIP_REASONS = {
+    1: "empty",
+    2: "not a JPEG, PNG, GIF, BMP or WebP",
+    3: "truncated",
+    4: "corrupt header",
+    5: "over the pixel limit",
+    6: "a BMP TensorFlow cannot decode (only uncompressed 24- and 32-bit, or 8-bit gray)",
+    7: "an animated WebP (TensorFlow decodes those only as RGBA frames)",
+}
+_EMPTY, _UNKNOWN, _TRUNCATED, _CORRUPT, _TOO_LARGE, _BMP, _ANIMATED = range(1, 8)
+_IEND = b"\x00\x00\x00\x00IEND\xaeB`\x82"  # the 12 bytes that end a PNG
 
 
-def _bytes_at(data, start, length):
-    return tf.io.decode_raw(tf.strings.substr(data, start, length), tf.uint8)
+def _pixels_code(height, width, max_pixels):
+    """0, or why an image of this size is refused (`max_pixels` None: no limit)."""
+    if height <= 0 or width <= 0:
+        return _CORRUPT
+    return _TOO_LARGE if max_pixels is not None and height * width > max_pixels else 0
 
 
-def _contains(haystack, needle):
-    """Whether the uint8 vector `haystack` contains the byte sequence `needle`."""
-    n = len(needle)
-    size = tf.shape(haystack)[0] - n + 1
-    found = tf.ones([tf.maximum(size, 0)], tf.bool)
-    for i, byte in enumerate(needle):
-        found &= haystack[i: i + tf.maximum(size, 0)] == byte
-    return tf.reduce_any(found)
+def _jpeg_code(data, max_pixels):
+    """Walks the marker segments to the end-of-image marker (any trailer after it is
+    fine: libjpeg stops there), reading the size from the frame header."""
+    n, i, size = len(data), 2, None
+    while True:
+        if i >= n:
+            return _TRUNCATED
+        if data[i] != 0xFF:
+            return _CORRUPT
+        while i < n and data[i] == 0xFF:  # fill bytes
+            i += 1
+        if i >= n:
+            return _TRUNCATED
+        marker, i = data[i], i + 1
+        if marker == 0xD9:  # end of image
+            return _CORRUPT if size is None else _pixels_code(*size, max_pixels)
+        if 0xD0 <= marker <= 0xD7 or marker == 0x01:  # restart markers, TEM: no length
+            continue
+        if i + 2 > n:
+            return _TRUNCATED
+        length = int.from_bytes(data[i:i + 2], "big")
+        if length < 2:
+            return _CORRUPT
+        if i + length > n:
+            return _TRUNCATED
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # start of frame
+            if length < 7:
+                return _CORRUPT
+            size = int.from_bytes(data[i + 3:i + 5], "big"), int.from_bytes(data[i + 5:i + 7], "big")
+        i += length
+        if marker == 0xDA:  # start of scan: entropy-coded data up to the next real marker
+            while True:
+                j = data.find(b"\xff", i)
+                if j < 0 or j + 1 >= n:
+                    return _TRUNCATED
+                if data[j + 1] == 0 or 0xD0 <= data[j + 1] <= 0xD7 or data[j + 1] == 0xFF:
+                    i = j + 1  # a stuffed 0xFF, a restart marker, or fill before a marker
+                    continue
+                i = j
+                break
 
 
-def _starts(head, prefix):
-    n = len(prefix)
-    enough = tf.shape(head)[0] >= n
-    padded = tf.concat([head, tf.zeros([n], tf.uint8)], 0)[:n]
-    return enough & tf.reduce_all(tf.equal(padded, tf.constant(list(prefix), tf.uint8)))
+def _png_code(data, max_pixels):
+    """Walks the chunks to IEND; the size is IHDR's."""
+    n, i, size = len(data), 8, None
+    while True:
+        if i + 8 > n:
+            return _TRUNCATED
+        length, kind = int.from_bytes(data[i:i + 4], "big"), data[i + 4:i + 8]
+        if i + 12 + length > n:
+            return _TRUNCATED
+        if size is None:
+            if kind != b"IHDR" or length < 8:
+                return _CORRUPT
+            size = int.from_bytes(data[i + 12:i + 16], "big"), int.from_bytes(data[i + 8:i + 12], "big")
+        if kind == b"IEND":
+            return _pixels_code(*size, max_pixels)
+        i += 12 + length
 
 
-def _complete(data):
-    """The full check (see `readable`)."""
+def _gif_code(data, max_pixels):
+    """Walks the blocks to the end of the first frame (what TensorFlow decodes)."""
+    n = len(data)
+    if data[:6] not in (b"GIF87a", b"GIF89a"):
+        return _CORRUPT
+    if n < 13:
+        return _TRUNCATED
+    width, height, flags = int.from_bytes(data[6:8], "little"), int.from_bytes(data[8:10], "little"), data[10]
+    i = 13 + (3 << ((flags & 7) + 1) if flags & 0x80 else 0)  # global colour table
+
+    def after_sub_blocks(i):
+        while i < n:
+            size = data[i]
+            i += 1 + size
+            if size == 0:
+                return i
+        return None
+
+    while True:
+        if i >= n:
+            return _TRUNCATED
+        if data[i] == 0x21:  # extension: label, then sub-blocks
+            i = after_sub_blocks(i + 2)
+        elif data[i] == 0x2C:  # image descriptor, local colour table, LZW code size, data
+            if i + 11 > n:
+                return _TRUNCATED
+            frame = data[i + 9]
+            i += 10 + (3 << ((frame & 7) + 1) if frame & 0x80 else 0) + 1
+            return _TRUNCATED if after_sub_blocks(i) is None else _pixels_code(height, width, max_pixels)
+        else:  # a trailer before any frame, or garbage
+            return _CORRUPT
+        if i is None:
+            return _TRUNCATED
+
+
+def _bmp_code(data, max_pixels):
+    """Checks the headers, TensorFlow's supported variants, and the pixel array's length."""
+    n = len(data)
+    if n < 30:
+        return _TRUNCATED
+    offset, header = int.from_bytes(data[10:14], "little"), int.from_bytes(data[14:18], "little")
+    if header < 40:  # OS/2 headers: TensorFlow reads the Windows layout
+        return _BMP
+    if n < 14 + header:
+        return _TRUNCATED
+    width = int.from_bytes(data[18:22], "little", signed=True)
+    height = abs(int.from_bytes(data[22:26], "little", signed=True))  # negative: top-down
+    bits, compression = int.from_bytes(data[28:30], "little"), int.from_bytes(data[30:34], "little")
+    if bits not in (8, 24, 32) or compression != 0:
+        return _BMP
+    if bits == 8:  # TensorFlow ignores the colour table: only a gray ramp decodes right
+        colours = int.from_bytes(data[46:50], "little") or 256
+        table = data[14 + header:14 + header + 4 * colours]
+        if len(table) < 4 * colours:
+            return _TRUNCATED
+        if any(table[4 * k:4 * k + 3] != bytes((k, k, k)) for k in range(colours)):
+            return _BMP
+    code = _pixels_code(height, width, max_pixels)
+    if code:
+        return code
+    return _TRUNCATED if offset + (width * bits + 31) // 32 * 4 * height > n else 0
+
+
+def _webp_code(data, max_pixels):
+    """Checks the RIFF length, then reads the size from the first chunk."""
+    n = len(data)
+    if n < 30:
+        return _TRUNCATED
+    if 8 + int.from_bytes(data[4:8], "little") > n:
+        return _TRUNCATED
+    kind, chunk = data[12:16], data[20:30]
+    if kind == b"VP8X":
+        if chunk[0] & 0x02:
+            return _ANIMATED
+        width, height = 1 + int.from_bytes(chunk[4:7], "little"), 1 + int.from_bytes(chunk[7:10], "little")
+    elif kind == b"VP8 ":
+        if chunk[3:6] != b"\x9d\x01\x2a":
+            return _CORRUPT
+        width, height = int.from_bytes(chunk[6:8], "little") & 0x3FFF, int.from_bytes(chunk[8:10], "little") & 0x3FFF
+    elif kind == b"VP8L":
+        if chunk[0] != 0x2F:
+            return _CORRUPT
+        bits = int.from_bytes(chunk[1:5], "little")
+        width, height = (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+    else:
+        return _CORRUPT
+    return _pixels_code(height, width, max_pixels)
+
+
+def inspect_bytes(data, max_pixels=MAX_IMAGE_PIXELS):
+    """0 when TensorFlow can decode these encoded image bytes, else a `SKIP_REASONS` code.
+
+    Reads the structure (JPEG markers, PNG chunks, GIF blocks, BMP and WebP headers)
+    far enough to know the file is whole and how many pixels it holds, without
+    decoding any.
+    """
+    data = bytes(data)
+    if not data:
+        return _EMPTY
+    if data[:3] == b"\xff\xd8\xff":
+        return _jpeg_code(data, max_pixels)
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        return _png_code(data, max_pixels)
+    if data[:4] == b"GIF8":
+        return _gif_code(data, max_pixels)
+    if data[:2] == b"BM":
+        return _bmp_code(data, max_pixels)
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return _webp_code(data, max_pixels)
+    return _UNKNOWN
+
+
+def _substr(data, start, size):
+    """`data[start:start + size]`, empty where the string is shorter (never an error)."""
     length = tf.strings.length(data)
-    head = _bytes_at(data, 0, 12)
-    tail = _bytes_at(data, tf.maximum(length - _TAIL, 0), _TAIL)
-    is_jpeg = _starts(head, b"\xff\xd8\xff")
-    is_png = _starts(head, b"\x89PNG\r\n\x1a\n")
-    other = _starts(head, b"GIF8") | _starts(head, b"BM") | (_starts(head, b"RIFF") & _starts(head[8:], b"WEBP"))
-    complete_jpeg = is_jpeg & _contains(tail, b"\xff\xd9")
-    complete_png = is_png & _contains(tail, b"IEND")
-    return (length > 0) & (complete_jpeg | complete_png | other)
+    return tf.strings.substr(data, tf.clip_by_value(start, 0, length), size)
 
 
-def readable(data):
-    """A cheap check of encoded image bytes, before decoding (which would raise).
+def _be32(data, start):
+    """The big-endian int32 at `start` (the caller checked the length)."""
+    return tf.bitcast(tf.reverse(tf.io.decode_raw(_substr(data, start, 4), tf.uint8), [0]), tf.int32)
 
-    False for empty files, unknown formats, JPEGs without their end-of-image marker
-    and PNGs without their IEND chunk (the signature of a truncated file). A JPEG
-    that starts and ends with its markers passes at once; anything else is looked
-    at more closely (markers anywhere in the last 4 KiB, other formats).
+
+def check_image(data, max_pixels=MAX_IMAGE_PIXELS):
+    """`inspect_bytes` as a tf.data op: an int32 code, 0 for a decodable image.
+
+    The common cases stay in TensorFlow: a JPEG that starts and ends with its
+    markers (size from its frame header) and a PNG that ends with its IEND chunk
+    (size from IHDR). Everything else (GIF, BMP, WebP, a JPEG with a trailer, a
+    truncated file) is walked in Python by `inspect_bytes`.
     """
     length = tf.strings.length(data)
-    plain_jpeg = ((tf.strings.substr(data, 0, 3) == b"\xff\xd8\xff")
-                  & (tf.strings.substr(data, tf.maximum(length - 2, 0), 2) == b"\xff\xd9"))
-    return tf.cond(plain_jpeg, lambda: tf.constant(True), lambda: _complete(data))
+    limit = tf.constant(-1 if max_pixels is None else max_pixels, tf.int64)
+
+    def pixels_code(height, width):
+        height, width = tf.cast(height, tf.int64), tf.cast(width, tf.int64)
+        too_large = (limit >= 0) & (height * width > limit)
+        return tf.where((height <= 0) | (width <= 0), _CORRUPT, tf.where(too_large, _TOO_LARGE, 0))
+
+    def jpeg():
+        shape = tf.image.extract_jpeg_shape(data)
+        return pixels_code(shape[0], shape[1])
+
+    def png():
+        return pixels_code(_be32(data, 20), _be32(data, 16))
+
+    def walk():
+        return tf.reshape(tf.py_function(lambda d: inspect_bytes(d.numpy(), max_pixels), [data], tf.int32), [])
+
+    plain_jpeg = ((_substr(data, 0, 3) == b"\xff\xd8\xff")
+                  & (_substr(data, length - 2, 2) == b"\xff\xd9"))
+    plain_png = ((length >= 45) & (_substr(data, 0, 8) == b"\x89PNG\r\n\x1a\n")
+                 & (_substr(data, 12, 4) == b"IHDR") & (_substr(data, length - 12, 12) == _IEND))
+    return tf.case([(plain_jpeg, jpeg), (plain_png, png)], default=walk)
+
+
+def readable(data, max_pixels=MAX_IMAGE_PIXELS):
+    """Whether `check_image` passes: the bytes are a whole image of a format TensorFlow
+    decodes, within the pixel limit. Empty files, unknown formats, truncated files
+    (of every format), BMP and WebP variants TensorFlow cannot decode, and images
+    of more than `max_pixels` pixels fail, all without decoding."""
+    return tf.equal(check_image(data, max_pixels), 0)
 
 
 def _drop_unreadable(examples, skipped):
-    """Drops `(image, label, readable, name)` examples that failed `readable`, logging
-    their names in `skipped`; yields `(image, label)`."""
+    """Drops `(image, label, code, name)` examples whose `check_image` code is not 0,
+    logging their names and reasons in `skipped`; yields `(image, label)`."""
 
-    def keep(image, label, ok, name):
-        return tf.cond(ok, lambda: tf.constant(True), lambda: tf.py_function(skipped.add, [name], tf.bool))
+    def keep(image, label, code, name):
+        return tf.cond(tf.equal(code, 0), lambda: tf.constant(True),
+                       lambda: tf.py_function(skipped.add, [name, code], tf.bool))
 
-    return examples.filter(keep).map(lambda image, label, ok, name: (image, label))
+    return examples.filter(keep).map(lambda image, label, code, name: (image, label))
 
 
 def load(source, split="train", *, training=None, batch_size=128, image_size=224,
@@ -276,7 +480,8 @@ def load(source, split="train", *, training=None, batch_size=128, image_size=224
          std=preprocessing.IMAGENET_STD, seed=None, shuffle=None, shuffle_buffer=10_000,
          drop_remainder=None, shard=None, pad_final_batch=False, one_hot_labels=None,
          repeats=1, data_dir=None, manual_dir=None, labels_file=None, label_offset=-1,
-         class_names=None, num_classes=1000, skip_bad_files=True, parallel=AUTOTUNE):
+         class_names=None, num_classes=1000, skip_bad_files=True,
+         max_image_pixels=MAX_IMAGE_PIXELS, parallel=AUTOTUNE):
     """Batched `(images, labels)` for `model.fit` / `model.evaluate`, on any Keras backend.
 
     Args:
@@ -304,10 +509,15 @@ def load(source, split="train", *, training=None, batch_size=128, image_size=224
             holds `ceil(N / repeats)` images, each `repeats` times, augmented apart.
         labels_file, label_offset, class_names, num_classes, data_dir, manual_dir:
             source options (see `ffzoo.data.sources`).
-        skip_bad_files: drop unreadable files (empty, unknown format, truncated: see
-            `readable`) and report them by name (`Pipeline.callback()`). A file that
-            passes the check but still fails to decode (corrupt data inside) stops
-            the pipeline with TensorFlow's error, as every file does with False.
+        skip_bad_files: drop files that cannot be decoded (empty, unknown format,
+            truncated, a variant TensorFlow does not decode, over `max_image_pixels`:
+            see `check_image`) and report them by name and reason
+            (`Pipeline.callback()`). A file that passes the check but still fails to
+            decode (corrupt data inside) stops the pipeline with TensorFlow's error,
+            as every file does with False.
+        max_image_pixels: images declaring more pixels (height x width, read from
+            the header before decoding) are skipped as decompression bombs;
+            default Pillow's 89,478,485; None for no limit.
 
     Returns:
         A `Pipeline` (`.dataset`, `.num_examples`, `.class_names`, `.steps_per_epoch`,
@@ -323,6 +533,9 @@ def load(source, split="train", *, training=None, batch_size=128, image_size=224
     augment = augment or Augment()
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1; got {batch_size}.")
+    preprocessing.check_settings(image_size, crop_pct, mean, std)
+    if max_image_pixels is not None and not (isinstance(max_image_pixels, int) and max_image_pixels > 0):
+        raise ValueError(f"max_image_pixels must be a positive integer or None; got {max_image_pixels!r}.")
     source = sources.resolve(source, split, data_dir=data_dir, manual_dir=manual_dir,
                              labels_file=labels_file, label_offset=label_offset,
                              class_names=class_names, num_classes=num_classes)
@@ -368,10 +581,10 @@ def load(source, split="train", *, training=None, batch_size=128, image_size=224
         if not skip_bad_files:
             return transform(record["image"], seed), record["label"]
         # Checked here, in parallel, rather than in a (sequential) filter before.
-        ok = readable(record["image"])
+        code = check_image(record["image"], max_image_pixels)
         blank = tf.zeros((image_size, image_size, 3), tf.float32 if erase else tf.uint8)
-        image = tf.cond(ok, lambda: transform(record["image"], seed), lambda: blank)
-        return image, record["label"], ok, record["name"]
+        image = tf.cond(tf.equal(code, 0), lambda: transform(record["image"], seed), lambda: blank)
+        return image, record["label"], code, record["name"]
 
     skipped = SkipLog()
     batches = records.map(per_image, num_parallel_calls=parallel, deterministic=deterministic)

@@ -4,13 +4,17 @@ Every source yields raw records `{"image": encoded bytes, "label": int32, "name"
 (decoding happens later, fused with cropping) and knows its class names, its example
 count, and how to shard and shuffle at the file level. Class order is the sorted
 class-folder names (WordNet ids for ImageNet), which is also TFDS's and the common
-TFRecord layout's order.
+TFRecord layout's order. Names sort as text (Python's `sorted`, by code point, as
+torchvision's `ImageFolder` sorts them): numeric folders `1, 2, 10` become the
+classes `1, 10, 2`, with a warning; pass `class_names=` for another order.
 """
 
 import fnmatch
 import glob
 import os
 import re
+import stat
+import warnings
 
 import keras
 import tensorflow as tf
@@ -19,6 +23,11 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 # The common ImageNet TFRecord layout (inception's build_imagenet_data.py, the TPU
 # imagenet_to_gcs.py): shard names and their example counts.
 KNOWN_TFRECORD_COUNTS = {"train-*-of-01024": 1_281_167, "validation-*-of-00128": 50_000}
+# What TFDS's manual-download ImageNet builders read from their manual directory.
+MANUAL_FILES = {
+    "imagenet2012": ("ILSVRC2012_img_train.tar", "ILSVRC2012_img_val.tar"),
+    "imagenet2012_subset": ("ILSVRC2012_img_train.tar", "ILSVRC2012_img_val.tar"),
+}
 
 
 class DataSourceError(ValueError):
@@ -75,7 +84,8 @@ class ImageFolder(_FileSource):
             raise DataSourceError(f"Image folder {root!r} does not exist.")
         directory = os.path.join(root, split) if split and os.path.isdir(os.path.join(root, split)) else root
         self.description = directory
-        classes = sorted(e.name for e in os.scandir(directory) if e.is_dir())
+        self.skipped = []  # (path, reason) of entries left out while listing
+        classes = sorted(e.name for e in _entries(directory, self.skipped) if _is_dir(e, self.skipped))
         if classes:
             self.class_names = list(class_names or self._train_classes(root) or classes)
             index = {c: i for i, c in enumerate(self.class_names)}
@@ -83,32 +93,45 @@ class ImageFolder(_FileSource):
             if unknown:
                 raise DataSourceError(
                     f"{directory} has class folders not among the {len(index)} classes: {unknown[:5]}")
-            files, labels = [], []
+            files, labels, empty = [], [], []
             progress = keras.utils.Progbar(len(classes), unit_name="class folder") if len(classes) > 100 else None
             for k, name in enumerate(classes):
-                found = sorted(_walk_images(os.path.join(directory, name)))
+                found = sorted(_walk_images(os.path.join(directory, name), self.skipped))
                 files += found
                 labels += [index[name]] * len(found)
+                if not found:
+                    empty.append(name)
                 if progress:
                     progress.update(k + 1)
+            if empty and files:
+                warnings.warn(
+                    f"ffzoo.data: {len(empty)} class folder(s) of {directory} hold no images: "
+                    f"{_listed(empty)} (their classes keep their index; no example has them).", stacklevel=3)
         else:
-            files = sorted(os.path.join(directory, e.name) for e in os.scandir(directory)
-                           if e.is_file() and _is_image(e.name))
+            files = sorted(os.path.join(directory, e.name) for e in _entries(directory, self.skipped)
+                           if _is_image(e.name) and _is_readable_file(e, self.skipped))
             if not files:
                 raise DataSourceError(f"{directory} holds no images (nor class folders).")
             if labels_file is None:
                 raise DataSourceError(
                     f"{directory} is a flat folder of {len(files)} images: pass labels_file= "
                     "(lines '<file> <class>', or one class per line in sorted file order).")
-            per_file = self._read_labels(labels_file, files)
+            per_file = _read_labels(labels_file, files, directory)
             self.class_names = list(class_names or self._train_classes(root) or sorted(set(per_file)))
             index = {c: i for i, c in enumerate(self.class_names)}
             missing = sorted({c for c in per_file if c not in index})
             if missing:
                 raise DataSourceError(f"{labels_file} names classes not in the class list: {missing[:5]}")
             labels = [index[c] for c in per_file]
+        if self.skipped:
+            warnings.warn(
+                f"ffzoo.data: left out {len(self.skipped)} entr{'y' if len(self.skipped) == 1 else 'ies'} "
+                f"of {directory} while listing: "
+                + _listed([f"{_printable(p)} ({why})" for p, why in self.skipped]), stacklevel=3)
         if not files:
             raise DataSourceError(f"{directory} has class folders but no images in them.")
+        if not class_names:
+            _warn_if_numbers_sorted_as_text(self.class_names, directory)
         self.files, self.labels = files, labels
         self.num_examples = len(files)
 
@@ -116,39 +139,15 @@ class ImageFolder(_FileSource):
     def _train_classes(root):
         train = os.path.join(root, "train")
         if os.path.isdir(train):
-            return sorted(e.name for e in os.scandir(train) if e.is_dir())
+            return sorted(e.name for e in _entries(train, []) if _is_dir(e, []))
         return None
-
-    @staticmethod
-    def _read_labels(labels_file, files):
-        if not os.path.isfile(labels_file):
-            raise DataSourceError(f"Label file {labels_file!r} does not exist.")
-        with open(labels_file) as f:
-            lines = [line.strip() for line in f if line.strip()]
-        stems = {os.path.splitext(os.path.basename(p))[0]: p for p in files}
-        pairs = {}
-        for line in lines:
-            fields = [x for x in re.split(r"[,\s]+", line) if x]
-            if len(fields) >= 2:
-                stem = os.path.splitext(os.path.basename(fields[0]))[0]
-                if stem in stems:
-                    pairs[stem] = fields[1]
-        if pairs:
-            missing = [p for s, p in stems.items() if s not in pairs]
-            if missing:
-                raise DataSourceError(
-                    f"{labels_file} has no label for {len(missing)} images, e.g. {missing[:3]}")
-            return [pairs[os.path.splitext(os.path.basename(p))[0]] for p in files]
-        single = [line.split()[0] for line in lines]
-        if len(single) != len(files):
-            raise DataSourceError(
-                f"{labels_file}: {len(single)} labels for {len(files)} images, and no line names a "
-                "file of the folder.")
-        return single
 
     def file_dataset(self):
         return tf.data.Dataset.from_tensor_slices(
-            {"name": tf.constant(self.files), "label": tf.constant(self.labels, tf.int32)})
+            # bytes, not str: a file name need not be UTF-8 (os.fsencode undoes Python's
+            # surrogate escapes, so every name is the file system's own)
+            {"name": tf.constant([os.fsencode(f) for f in self.files], tf.string),
+             "label": tf.constant(self.labels, tf.int32)})
 
     def read(self, files, parallel):
         def load(item):
@@ -158,11 +157,160 @@ class ImageFolder(_FileSource):
     files_are_examples = True
 
 
-def _walk_images(directory):
-    for base, _, names in os.walk(directory, followlinks=True):
-        for name in names:
-            if _is_image(name):
-                yield os.path.join(base, name)
+def _printable(path):
+    """A path for messages: bytes that are not UTF-8 shown as escapes."""
+    return os.fsencode(path).decode("utf-8", errors="backslashreplace")
+
+
+def _listed(items, limit=10):
+    shown = ", ".join(items[:limit])
+    return shown + (f", ... ({len(items)} in all)" if len(items) > limit else "")
+
+
+def _entries(directory, skipped):
+    """`os.scandir(directory)`, sorted; an unreadable folder is left out and noted."""
+    try:
+        with os.scandir(directory) as entries:
+            return sorted(entries, key=lambda e: e.name)
+    except OSError as error:
+        skipped.append((directory, f"cannot list: {error.strerror or error}"))
+        return []
+
+
+def _is_dir(entry, skipped):
+    """Whether `entry` is a folder (following a symlink); a symlink that loops back on
+    itself (ELOOP) or cannot be followed is noted."""
+    try:
+        return entry.is_dir()
+    except OSError as error:
+        skipped.append((entry.path, f"cannot follow: {error.strerror or error}"))
+        return False
+
+
+def _is_readable_file(entry, skipped):
+    """Whether `entry` is a regular file (following symlinks); dangling symlinks and
+    special files (a FIFO would block the reader forever) are noted."""
+    try:
+        mode = os.stat(entry.path).st_mode
+    except OSError as error:
+        reason = "dangling symlink" if entry.is_symlink() else f"cannot stat: {error.strerror or error}"
+        skipped.append((entry.path, reason))
+        return False
+    if stat.S_ISREG(mode):
+        return True
+    if not stat.S_ISDIR(mode):
+        skipped.append((entry.path, "not a regular file"))
+    return False
+
+
+def _walk_images(directory, skipped):
+    """Image files under `directory`, following symlinks, each real folder once.
+
+    Terminates on any tree: a folder already visited (by device and inode) is not
+    entered again, so a symlink loop is noted in `skipped` instead of listing the
+    same images again and again (and several loops do not multiply the walk).
+    """
+    try:
+        info = os.stat(directory)
+    except OSError as error:
+        skipped.append((directory, f"cannot stat: {error.strerror or error}"))
+        return
+    visited = {(info.st_dev, info.st_ino)}
+    stack = [directory]
+    while stack:
+        folder = stack.pop()
+        for entry in _entries(folder, skipped):
+            if _is_dir(entry, skipped):
+                try:
+                    info = os.stat(entry.path)
+                except OSError as error:
+                    skipped.append((entry.path, f"cannot stat: {error.strerror or error}"))
+                    continue
+                key = (info.st_dev, info.st_ino)
+                if key in visited:
+                    skipped.append((entry.path, "symlink loop or second link to a folder already listed"))
+                else:
+                    visited.add(key)
+                    stack.append(entry.path)
+            elif _is_image(entry.name) and _is_readable_file(entry, skipped):
+                yield entry.path
+
+
+def _warn_if_numbers_sorted_as_text(names, where):
+    if len(names) > 1 and all(n.isdigit() for n in names) and names != sorted(names, key=int):
+        warnings.warn(
+            f"ffzoo.data: the classes of {where} are numbers, ordered as text (as torchvision's "
+            f"ImageFolder orders them): label 0 is {names[0]!r}, label 1 is {names[1]!r}, ...; "
+            "pass class_names= for another order.", stacklevel=4)
+
+
+def _read_label_lines(labels_file):
+    """`(line number, text)` of the non-blank lines of a UTF-8 label file."""
+    if not os.path.isfile(labels_file):
+        raise DataSourceError(f"Label file {labels_file!r} does not exist.")
+    with open(labels_file, "rb") as f:
+        raw = f.read()
+    lines = []
+    for number, line in enumerate(raw.splitlines(), 1):
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise DataSourceError(
+                f"{labels_file}, line {number}: not UTF-8 text (byte {line[error.start]:#04x} at "
+                f"column {error.start + 1}); save the label file as UTF-8.") from None
+        text = text.lstrip("\ufeff").strip() if number == 1 else text.strip()
+        if text:
+            lines.append((number, text))
+    return lines
+
+
+def _read_labels(labels_file, files, directory):
+    """The class of each of `files` from a label file (see `ImageFolder`).
+
+    Lines that name a file of the folder (`<file>[,\\s]<class>...`) give that file's
+    class; other lines of two or more fields are ignored (a CSV header, files of
+    another folder). A file named twice, a line naming a file without a class, or
+    a one-class-per-line file with a line of several fields is an error naming the
+    line.
+    """
+    lines = _read_label_lines(labels_file)
+    stems = {os.path.splitext(os.path.basename(p))[0]: p for p in files}
+    split = [(number, text, [x for x in re.split(r"[,\s]+", text) if x]) for number, text in lines]
+    named = lambda fields: os.path.splitext(os.path.basename(fields[0]))[0] in stems
+    if any(named(fields) for _, _, fields in split):
+        pairs, first = {}, {}
+        for number, text, fields in split:
+            stem = os.path.splitext(os.path.basename(fields[0]))[0]
+            if len(fields) < 2:
+                raise DataSourceError(
+                    f"{labels_file}, line {number}: {text!r} is not '<file> <class>' (the other "
+                    "lines name files of the folder).")
+            if stem not in stems:
+                continue
+            if stem in pairs:
+                how = ("labels it again" if pairs[stem] == fields[1]
+                       else f"gives it class {fields[1]!r}, line {first[stem]} gave {pairs[stem]!r}")
+                raise DataSourceError(
+                    f"{labels_file}, line {number}: {fields[0]!r} was labelled on line {first[stem]}; "
+                    f"this line {how}. Each file must be named once.")
+            pairs[stem], first[stem] = fields[1], number
+        missing = [p for s, p in stems.items() if s not in pairs]
+        if missing:
+            raise DataSourceError(
+                f"{labels_file} has no label for {len(missing)} images, e.g. "
+                f"{[_printable(m) for m in missing[:3]]}")
+        return [pairs[os.path.splitext(os.path.basename(p))[0]] for p in files]
+    for number, text, fields in split:
+        if len(fields) != 1:
+            raise DataSourceError(
+                f"{labels_file}, line {number}: {text!r} has {len(fields)} fields; a "
+                "one-class-per-line file has one, and '<file> <class>' lines must name files of "
+                f"{directory}.")
+    if len(split) != len(files):
+        raise DataSourceError(
+            f"{labels_file}: {len(split)} labels for {len(files)} images, and no line names a "
+            "file of the folder.")
+    return [fields[0] for _, _, fields in split]
 
 
 class TFRecords(_FileSource):
@@ -272,12 +420,37 @@ class TFDS:
     def prepare(self):
         tfds = self.tfds
         if not self.builder.is_prepared():
+            self._check_manual_dir()
             config = tfds.download.DownloadConfig(manual_dir=self.manual_dir)
             self.builder.download_and_prepare(download_config=config)
             try:
                 self.num_examples = self.builder.info.splits[self.split].num_examples
             except KeyError:  # tfds.testing.mock_data prepares nothing
                 self.num_examples = None
+
+    def _check_manual_dir(self):
+        """A clear error, before TFDS asserts, when a manual-download dataset lacks its files."""
+        builder = self.builder
+        if not getattr(builder, "MANUAL_DOWNLOAD_INSTRUCTIONS", None):
+            return
+        # tfds.testing.mock_data replaces download_and_prepare: nothing is read then.
+        if getattr(type(builder).download_and_prepare, "__module__", "").startswith("tensorflow_datasets.testing"):
+            return
+        manual = os.fspath(self.manual_dir or os.path.join(builder._data_dir_root, "downloads", "manual"))
+        needed = MANUAL_FILES.get(builder.name)
+        if needed:
+            missing = [f for f in needed if not os.path.isfile(os.path.join(manual, f))]
+        else:
+            missing = [] if os.path.isdir(manual) and os.listdir(manual) else ["its files"]
+        if not missing:
+            return
+        where = "ImageNet's ILSVRC2012 tars (https://image-net.org/download-images, after registering)" \
+            if needed else "the files its TFDS instructions name"
+        raise DataSourceError(
+            f"{self.description} is not prepared in {builder._data_dir_root} and its manual "
+            f"directory {manual} lacks {', '.join(missing)}: put {where} there, or pass their "
+            "folder as --manual-dir (manual_dir= in ffzoo.data.load); TFDS then prepares the "
+            "dataset once. For the embedded run that needs no download, use bin/demo.")
 
     def examples_in_shard(self, shard):
         if not shard or self.num_examples is None:
