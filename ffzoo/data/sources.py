@@ -206,32 +206,27 @@ def _is_readable_file(entry, skipped):
 def _walk_images(directory, skipped):
     """Image files under `directory`, following symlinks, each real folder once.
 
-    Terminates on any tree: a folder already visited (by device and inode) is not
+    Terminates on any tree: a folder already listed (same device and inode) is not
     entered again, so a symlink loop is noted in `skipped` instead of listing the
     same images again and again (and several loops do not multiply the walk).
+    Folders reached without symlinks are listed first, so a symlink to a folder of
+    the tree is the one left out, never the folder itself.
     """
-    try:
-        info = os.stat(directory)
-    except OSError as error:
-        skipped.append((directory, f"cannot stat: {error.strerror or error}"))
-        return
-    visited = {(info.st_dev, info.st_ino)}
-    stack = [directory]
-    while stack:
-        folder = stack.pop()
+    visited, real, linked = set(), [directory], []
+    while real or linked:
+        folder = real.pop() if real else linked.pop()
+        try:
+            info = os.stat(folder)
+        except OSError as error:
+            skipped.append((folder, f"cannot stat: {error.strerror or error}"))
+            continue
+        if (info.st_dev, info.st_ino) in visited:
+            skipped.append((folder, "symlink loop or second link to a folder already listed"))
+            continue
+        visited.add((info.st_dev, info.st_ino))
         for entry in _entries(folder, skipped):
             if _is_dir(entry, skipped):
-                try:
-                    info = os.stat(entry.path)
-                except OSError as error:
-                    skipped.append((entry.path, f"cannot stat: {error.strerror or error}"))
-                    continue
-                key = (info.st_dev, info.st_ino)
-                if key in visited:
-                    skipped.append((entry.path, "symlink loop or second link to a folder already listed"))
-                else:
-                    visited.add(key)
-                    stack.append(entry.path)
+                (linked if entry.is_symlink() else real).append(entry.path)
             elif _is_image(entry.name) and _is_readable_file(entry, skipped):
                 yield entry.path
 
