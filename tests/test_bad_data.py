@@ -378,3 +378,22 @@ def test_imagenet_without_its_manual_tars_is_a_clear_error(tmp_path, monkeypatch
     source = fd.sources.TFDS("imagenet2012", "train", data_dir=str(tmp_path), manual_dir=str(manual))
     source.prepare()  # the tars are there: TFDS is asked to prepare
     assert len(prepared) == 1
+
+
+def test_gif_frames_count_toward_the_pixel_limit(tmp_path):
+    """giflib unpacks every frame: a GIF of many frames is as large as their sum."""
+    folder = _folder(tmp_path, good=False)
+    frames = [Image.fromarray(_picture(seed=k)) for k in range(3)]
+    buffer = io.BytesIO()
+    frames[0].save(buffer, format="GIF", save_all=True, append_images=frames[1:])
+    (folder / "animated.gif").write_bytes(buffer.getvalue())
+    with Image.open(folder / "animated.gif") as gif:  # the oracle: PIL's frame tiles
+        total = 0
+        for k in range(gif.n_frames):
+            gif.seek(k)
+            x0, y0, x1, y1 = gif.tile[0][1]
+            total += (x1 - x0) * (y1 - y0)
+    assert total > 48 * 64
+    for limit, expected in ((total, {}), (total - 1, {"animated.gif": "over the pixel limit"})):
+        images, skipped, _ = _run(tmp_path, max_image_pixels=limit)
+        assert skipped == expected and len(images) == 1 - len(expected)

@@ -301,7 +301,9 @@ def _png_code(data, max_pixels):
 
 
 def _gif_code(data, max_pixels):
-    """Walks the blocks to the end of the first frame (what TensorFlow decodes)."""
+    """Walks the blocks: the first frame must be whole (TensorFlow decodes it); later
+    frames may be cut off (TensorFlow keeps what it read), but giflib unpacks every
+    frame it reads, so their pixels count toward the limit with the screen's."""
     n = len(data)
     if data[:6] not in (b"GIF87a", b"GIF89a"):
         return _CORRUPT
@@ -309,6 +311,7 @@ def _gif_code(data, max_pixels):
         return _TRUNCATED
     width, height, flags = int.from_bytes(data[6:8], "little"), int.from_bytes(data[8:10], "little"), data[10]
     i = 13 + (3 << ((flags & 7) + 1) if flags & 0x80 else 0)  # global colour table
+    frames, frame_pixels = 0, 0
 
     def after_sub_blocks(i):
         while i < n:
@@ -318,21 +321,22 @@ def _gif_code(data, max_pixels):
                 return i
         return None
 
-    while True:
-        if i >= n:
-            return _TRUNCATED
+    while i is not None and i < n:
         if data[i] == 0x21:  # extension: label, then sub-blocks
             i = after_sub_blocks(i + 2)
         elif data[i] == 0x2C:  # image descriptor, local colour table, LZW code size, data
             if i + 11 > n:
-                return _TRUNCATED
-            frame = data[i + 9]
-            i += 10 + (3 << ((frame & 7) + 1) if frame & 0x80 else 0) + 1
-            return _TRUNCATED if after_sub_blocks(i) is None else _pixels_code(height, width, max_pixels)
-        else:  # a trailer before any frame, or garbage
-            return _CORRUPT
-        if i is None:
-            return _TRUNCATED
+                break
+            frame_pixels += int.from_bytes(data[i + 5:i + 7], "little") * int.from_bytes(data[i + 7:i + 9], "little")
+            flags = data[i + 9]
+            i = after_sub_blocks(i + 10 + (3 << ((flags & 7) + 1) if flags & 0x80 else 0) + 1)
+            frames += i is not None  # a frame counts once its data is whole
+        else:  # the trailer (0x3B), or garbage after it
+            break
+    if not frames:
+        return _CORRUPT if i is not None and i < n and data[i] == 0x3B else _TRUNCATED
+    code = _pixels_code(height, width, max_pixels)
+    return code or _pixels_code(1, frame_pixels, max_pixels)
 
 
 def _bmp_code(data, max_pixels):
