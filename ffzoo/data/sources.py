@@ -431,7 +431,9 @@ class TFDS:
         # tfds.testing.mock_data replaces download_and_prepare: nothing is read then.
         if getattr(type(builder).download_and_prepare, "__module__", "").startswith("tensorflow_datasets.testing"):
             return
-        manual = os.fspath(self.manual_dir or os.path.join(builder._data_dir_root, "downloads", "manual"))
+        root = os.fspath(getattr(builder, "_data_dir_root", None) or os.path.dirname(os.path.dirname(
+            os.path.dirname(os.fspath(builder.data_dir)))))  # <root>/<name>/<version>
+        manual = os.fspath(self.manual_dir or os.path.join(root, "downloads", "manual"))
         needed = MANUAL_FILES.get(builder.name)
         if needed:
             missing = [f for f in needed if not os.path.isfile(os.path.join(manual, f))]
@@ -442,7 +444,7 @@ class TFDS:
         where = "ImageNet's ILSVRC2012 tars (https://image-net.org/download-images, after registering)" \
             if needed else "the files its TFDS instructions name"
         raise DataSourceError(
-            f"{self.description} is not prepared in {builder._data_dir_root} and its manual "
+            f"{self.description} is not prepared in {root} and its manual "
             f"directory {manual} lacks {', '.join(missing)}: put {where} there, or pass their "
             "folder as --manual-dir (manual_dir= in ffzoo.data.load); TFDS then prepares the "
             "dataset once. For the embedded run that needs no download, use bin/demo.")
