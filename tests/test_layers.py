@@ -151,11 +151,48 @@ def test_token_attention_matches_numpy(training, rng):
     np.testing.assert_allclose(to_numpy(layer(x, training=training)), want, atol=1e-5)
 
 
-def test_attention_dropout_path_drops_weights(rng):
-    layer = ffl.TokenAttention(8, 2, attention_dropout_rate=0.5, drop_path_rate=0.0)
+def _attention_with_weights(rng, **kwargs):
+    """A built TokenAttention(8 wide, 2 heads) with random weights, an input, and its
+    NumPy pieces: `(layer, x, timm-layout state, norm gamma, norm beta)`."""
+    layer = ffl.TokenAttention(8, 2, **kwargs)
     x = rng.standard_normal((2, 5, 8)).astype("float32")
-    inference = to_numpy(layer(x))
-    assert not np.allclose(to_numpy(layer(x, training=True)), inference, atol=1e-4)
+    layer.build(x.shape)
+    for w in layer.weights:
+        w.assign(rng.standard_normal(w.shape).astype("float32") * 0.5)
+    g, b, wqkv, bqkv, wproj, bproj = (to_numpy(w).astype(np.float64) for w in layer.weights)
+    state = {"a.qkv.weight": wqkv.T, "a.qkv.bias": bqkv, "a.proj.weight": wproj.T, "a.proj.bias": bproj}
+    return layer, x, state, g, b
+
+
+def test_attention_dropout_path_matches_numpy(rng, monkeypatch):
+    # attention_dropout_rate > 0 and training: the einsum path. Its dropout is replaced
+    # by a known mask (kept weights scaled by 1 / keep, as dropout does), so the maths
+    # can be compared with DeiT's reference, mask applied after the softmax, before v.
+    layer, x, state, g, b = _attention_with_weights(rng, attention_dropout_rate=0.5)
+    mask = (rng.random((2, 2, 5, 5)) < 0.5) / 0.5  # (batch, heads, queries, keys)
+    seen = []
+
+    def fixed_mask(weights, training=False):
+        seen.append(tuple(weights.shape))
+        return weights * keras.ops.cast(mask, weights.dtype) if training else weights
+
+    monkeypatch.setattr(layer.attention_dropout, "call", fixed_mask)
+    want = x + numpy_deit.attention(ref.layer_norm(x, g, b), state, "a.", 2, weights_mask=mask)
+    np.testing.assert_allclose(to_numpy(layer(x, training=True)), want, atol=1e-5)
+    assert seen == [(2, 2, 5, 5)]  # the einsum path ran, on the attention weights
+    plain = x + numpy_deit.attention(ref.layer_norm(x, g, b), state, "a.", 2)
+    assert np.abs(want - plain).max() > 0.1  # the mask matters at this bound
+
+
+def test_attention_dropout_path_with_identity_dropout_matches_numpy(rng, monkeypatch):
+    layer, x, state, g, b = _attention_with_weights(rng, attention_dropout_rate=0.3)
+    monkeypatch.setattr(layer.attention_dropout, "rate", 0.0)  # the einsum path, no drops
+    want = x + numpy_deit.attention(ref.layer_norm(x, g, b), state, "a.", 2)
+    np.testing.assert_allclose(to_numpy(layer(x, training=True)), want, atol=1e-5)
+    monkeypatch.undo()
+    # With its real dropout the path drops weights, differently on every call.
+    first, second = (to_numpy(layer(x, training=True)) for _ in range(2))
+    assert not np.allclose(first, want, atol=1e-4) and not np.allclose(first, second, atol=1e-4)
 
 
 def test_layer_argument_errors():

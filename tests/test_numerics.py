@@ -9,6 +9,7 @@ import ffzoo
 from ffzoo.weights.convert import load_ffvit_state_dict, load_state_dict
 from tests import families
 from tests.conftest import ROOT
+from tests.reference import numpy_deit
 from tests.reference import numpy_ffvit as ref
 
 # (family, name, builder kwargs, input (H, W)): small; a 14 -> 4 grid resize; a
@@ -32,7 +33,12 @@ def test_matches_numpy_reference_small(family, name, dims, size, rng, record):
     load_state_dict(model, state, family)
     images = rng.standard_normal((3, *size, 3)).astype(np.float32)
     got = model.predict(images, verbose=0)
-    want = families.numpy_logits(family, state, images, dims)
+    if family == "deit":  # DeiT's own forward pass; other grids resampled as ffzoo documents
+        grid = (size[0] // dims["patch_size"], size[1] // dims["patch_size"])
+        resize = None if grid == (dims["pos_grid_size"],) * 2 else "bilinear"
+        want = numpy_deit.forward(state, images, dims["patch_size"], dims["num_heads"], resize)
+    else:
+        want = families.numpy_logits(family, state, images, dims)
     diff = float(np.max(np.abs(got - want)))
     record(f"max |logit - numpy| {family} {name}", diff)
     assert np.abs(want).max() > 0.5  # a meaningful scale for the 1e-4 bound
@@ -56,6 +62,39 @@ def test_matches_numpy_reference_tiny(family, name, rng, record):
     probs = ffzoo.create_model(name)  # softmax head on the same weights
     load_state_dict(probs, state, family)
     np.testing.assert_allclose(probs.predict(images, verbose=0), ref.softmax(want), atol=1e-5)
+
+
+# DeiT at its native grid, written from DeiT's code: head counts 1 and 4, MLP ratio 2,
+# three blocks, a 7 x 7 grid of 4-pixel patches.
+DEIT_CONFIGS = [
+    dict(patch_size=4, embed_dim=16, depth=3, num_heads=4, mlp_ratio=2.0, image_size=28, pos_grid_size=7),
+    dict(patch_size=8, embed_dim=12, depth=2, num_heads=1, mlp_ratio=4.0, image_size=32, pos_grid_size=4),
+]
+
+
+@pytest.mark.parametrize("dims", DEIT_CONFIGS, ids=["heads4_mlp2_depth3", "heads1"])
+def test_deit_matches_deit_reference(dims, rng, record):
+    model = ffzoo.DeiT(**dims, classes=7, classifier_activation=None)
+    grid = dims["pos_grid_size"]
+    state = numpy_deit.random_state_dict(
+        rng, patch_size=dims["patch_size"], embed_dim=dims["embed_dim"], depth=dims["depth"],
+        num_heads=dims["num_heads"], grid=grid, classes=7, mlp_ratio=dims["mlp_ratio"])
+    load_state_dict(model, state, "deit")
+    size = dims["image_size"]
+    images = rng.standard_normal((3, size, size, 3)).astype(np.float32)
+    got = model.predict(images, verbose=0)
+    want = numpy_deit.forward(state, images, dims["patch_size"], dims["num_heads"])
+    diff = float(np.max(np.abs(got - want)))
+    record(f"max |logit - DeiT reference| heads {dims['num_heads']}", diff)
+    assert np.abs(want).max() > 0.5
+    assert diff < 1e-4
+    # Every patch's position row matters: moving one row of the table moves the logits.
+    shifted = dict(state, pos_embed=state["pos_embed"].copy())
+    shifted["pos_embed"][0, 1 + grid + 1] += rng.standard_normal(dims["embed_dim"])  # grid (1, 1)
+    load_state_dict(model, shifted, "deit")
+    moved = model.predict(images, verbose=0)
+    want_moved = numpy_deit.forward(shifted, images, dims["patch_size"], dims["num_heads"])
+    assert np.max(np.abs(moved - want_moved)) < 1e-4 and np.max(np.abs(want_moved - want)) > 1e-2
 
 
 GOLDEN = os.path.join(ROOT, "tests", "data", "golden_ffvit_small.npz")
