@@ -174,8 +174,8 @@ def _select_state_dict(checkpoint, path, ema, torch):
     arrays = {}
     for name, tensor in state.items():
         if not isinstance(name, str):
-            raise ValueError(f"{path}: the state dict has a {type(name).__name__} key ({name!r}); "
-                             "a model's state dict is keyed by parameter names.")
+            raise ValueError(f"{path}: the state dict has a key of type {type(name).__name__} "
+                             f"({name!r}); a model's state dict is keyed by parameter names.")
         arrays[_strip_prefix(name, arrays, path)] = _as_array(name, tensor, path, torch)
     return arrays
 
