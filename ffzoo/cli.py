@@ -51,8 +51,7 @@ def _cmd_predict(args):
 
     if args.top < 1:
         raise ValueError(f"--top must be at least 1; got {args.top}.")
-    if args.model not in ffzoo.list_models():
-        raise ValueError(f"unknown model {args.model!r}; `ffzoo models` lists them.")
+    ffzoo.models.registry.get_constructor(args.model)  # an unknown name fails before any work
     if args.sha256:
         if args.weights != "imagenet":
             raise ValueError("--sha256 pins the download of --weights imagenet; a local file "
@@ -79,8 +78,7 @@ def _cmd_convert(args):
 
     if not args.destination.endswith(".weights.h5"):
         raise SystemExit("ffzoo convert: the destination must end in .weights.h5")
-    if args.model not in ffzoo.list_models():
-        raise ValueError(f"unknown model {args.model!r}; `ffzoo models` lists them.")
+    ffzoo.models.registry.get_constructor(args.model)  # an unknown name fails before reading
     state = pth.read_state_dict(args.source, ema=args.ema)
     head = state.get("head.weight")
     if head is not None and not (head.ndim == 2 and 1 <= head.shape[0] <= _MAX_CLASSES):
