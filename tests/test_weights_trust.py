@@ -345,6 +345,8 @@ BAD_PTH = [
      r"its pickle imports posix.system"),
     ("global_raw", lambda p: p.write_bytes(pickle.dumps(_Exploit(), protocol=2)),
      r"its pickle imports posix.system"),
+    ("global_module", lambda p: _save(p, torch.nn.Linear(2, 2)),  # a whole pickled model
+     r"its pickle imports torch.nn.modules.linear.Linear"),
 ]
 
 

@@ -12,6 +12,7 @@ Environment:
 """
 
 import hashlib
+import http.client
 import os
 import re
 import sys
@@ -197,7 +198,7 @@ def _download(url, destination, timeout, preset):
     except urllib.error.HTTPError as error:
         raise DownloadError(f"Cannot download {url}: HTTP {error.code} {error.reason}. "
                             f"{_advice(preset, url)}") from None
-    except (TimeoutError, OSError) as error:  # URLError, socket.timeout, resets, IncompleteRead
+    except (OSError, http.client.HTTPException) as error:  # URLError, timeouts, resets, cut reads
         reason = getattr(error, "reason", None) or error
         if isinstance(reason, TimeoutError):
             reason = f"no data for {timeout:g} s (the server stalled; {TIMEOUT_ENV} sets the limit)"

@@ -179,7 +179,10 @@ def _cached_file_is_current(row, target, hashes):
     record = _read_record(target)
     if record is None:  # put there by hand (weights/README.md): record it from now on
         digest = download.sha256_of(target)
-        _write_record(target, digest, None, None)
+        try:
+            _write_record(target, digest, None, None)
+        except OSError:  # a read-only cache: use the file, unrecorded
+            return True
         print(f"ffzoo: using {target} (placed in the cache by hand; its sha256 {digest} is "
               "recorded beside it and checked from now on)")
         return True
@@ -190,11 +193,12 @@ def _cached_file_is_current(row, target, hashes):
     actual = download.sha256_of(target)
     if actual != record.get("weights_sha256"):
         _remove(target, record_path(target))
+        recorded = record.get("weights_sha256")
+        why = (f"but {recorded} was recorded when they were converted" if recorded
+               else f"and their record {record_path(target)} is damaged")
         raise ValueError(
-            f"The cached weights {target} have sha256 {actual}, but "
-            f"{record.get('weights_sha256') or 'a damaged record'} was recorded when they were "
-            "converted: the file was changed or damaged. It was removed; the next load "
-            "converts the checkpoint again."
+            f"The cached weights {target} have sha256 {actual}, {why}: the file was changed "
+            "or damaged. It was removed; the next load converts the checkpoint again."
         )
     return True
 

@@ -97,9 +97,14 @@ def _refused_globals(path, kind, torch):
         except Exception:  # noqa: BLE001 - a damaged archive: no names to report
             names = []
     else:
-        names = _pickle_globals(path)
-    allowed = ("torch.", "collections.OrderedDict", "argparse.Namespace", "builtins.")
-    return sorted({n for n in names if not n.startswith(allowed)})
+        names = [n for n in _pickle_globals(path) if not _torch_allows(n)]
+    return sorted({n for n in names if n != "argparse.Namespace"})
+
+
+def _torch_allows(name):
+    """The globals of a plain legacy `torch.save` of tensors (torch allows them)."""
+    return (name == "collections.OrderedDict" or name.startswith("torch._utils._rebuild_")
+            or (name.startswith("torch.") and name.endswith("Storage")))
 
 
 def read_state_dict(path, ema=False):
@@ -127,7 +132,8 @@ def read_state_dict(path, ema=False):
             raise UnsafeCheckpointError(
                 f"Refusing to load {path}: its pickle imports {', '.join(refused)}, which is "
                 "not a tensor or container (only argparse.Namespace is allowed besides "
-                "those); unpickling it could run code. Use a checkpoint saved as weights."
+                "those); unpickling it could run code. Use a checkpoint of weights (a "
+                "state_dict saved with torch.save)."
             ) from None
         raise ValueError(f"Cannot read {path} as a PyTorch checkpoint: damaged or not a "
                          f"checkpoint ({_first_line(error)}).") from None
