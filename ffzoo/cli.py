@@ -16,6 +16,10 @@ import sys
 def _cmd_models(args):
     import ffzoo
 
+    if not ffzoo.list_models(args.pattern):
+        raise ValueError(f"no registered model matches {args.pattern!r}; `ffzoo models` lists "
+                         "them all.")
+
     if args.markdown:
         print(ffzoo.complexity.model_table(ffzoo.list_models(args.pattern)))
         return

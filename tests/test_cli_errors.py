@@ -54,6 +54,11 @@ def test_convert_missing_and_non_checkpoint_files(tmp_path, capsys, monkeypatch)
 
 
 @pytest.mark.once
+def test_models_pattern_that_matches_nothing(capsys):
+    _fails_in_one_line(capsys, ["models", "resnet*"], "no registered model matches 'resnet*'")
+
+
+@pytest.mark.once
 def test_predict_unknown_model_missing_and_bad_images(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     Image.new("RGB", (8, 8)).save("ok.png")
