@@ -12,6 +12,8 @@ import argparse
 import os
 import sys
 
+DEBUG_ENV = "FFZOO_DEBUG"
+
 
 def _cmd_models(args):
     import ffzoo
@@ -30,9 +32,6 @@ def _cmd_models(args):
         published = f"{row['top1']}% top-1" if row and row["source_url"] else "none"
         flops = ffzoo.count_flops(name) / 1e9
         print(f"{name:<28} {ffzoo.count_params(name):>13,}  {flops:>12.2f}  {published}")
-
-
-DEBUG_ENV = "FFZOO_DEBUG"
 
 
 def _read_image(path):

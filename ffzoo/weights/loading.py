@@ -173,7 +173,7 @@ def _read_record(target):
     return record if isinstance(record, dict) else {}
 
 
-def _cached_file_is_current(row, target, hashes):
+def _cached_file_is_current(target, hashes):
     """Whether the cached converted file may be used; a file that fails its record is
     removed with a `ValueError` (the next load converts again)."""
     record = _read_record(target)
@@ -227,7 +227,7 @@ def imagenet_weights_file(model_name, sha256=None):
     row = presets.preset_for_model(model_name)
     target = converted_path(row)
     hashes = download.expected_hashes(row, sha256)
-    if os.path.exists(target) and _cached_file_is_current(row, target, hashes):
+    if os.path.exists(target) and _cached_file_is_current(target, hashes):
         return target
     _require_torch(f"Converting the {model_name} checkpoint")
     ema = row.get("source_entry") == "model_ema"
