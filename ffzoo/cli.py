@@ -3,15 +3,24 @@
     ffzoo models [PATTERN]                                 list models with their sizes
     ffzoo predict photo.jpg [...] --model NAME             top-5 ImageNet classes
     ffzoo convert SRC.pth DST.weights.h5 --model NAME      official checkpoint -> Keras
+
+An expected failure (a bad file, an unknown model, no network...) is one line on
+stderr and exit status 2; `--debug` (or FFZOO_DEBUG=1) shows the traceback instead.
 """
 
 import argparse
 import os
 import sys
 
+DEBUG_ENV = "FFZOO_DEBUG"
+
 
 def _cmd_models(args):
     import ffzoo
+
+    if not ffzoo.list_models(args.pattern):
+        raise ValueError(f"no registered model matches {args.pattern!r}; `ffzoo models` lists "
+                         "them all.")
 
     if args.markdown:
         print(ffzoo.complexity.model_table(ffzoo.list_models(args.pattern)))
@@ -29,11 +38,13 @@ def _read_image(path):
     import numpy as np
     from PIL import Image
 
+    if not os.path.isfile(path):
+        raise ValueError(f"{path}: no such file.")
     try:
         with Image.open(path) as image:
             return np.asarray(image.convert("RGB"))  # as torchvision's image loader does
-    except (OSError, ValueError) as error:
-        raise SystemExit(f"ffzoo predict: cannot read {path}: {error}")
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
+        raise ValueError(f"cannot read {path} as an image: {error}") from None
 
 
 def _cmd_predict(args):
@@ -41,6 +52,17 @@ def _cmd_predict(args):
 
     import ffzoo
 
+    if args.top < 1:
+        raise ValueError(f"--top must be at least 1; got {args.top}.")
+    ffzoo.models.registry.get_constructor(args.model)  # an unknown name fails before any work
+    if args.sha256:
+        if args.weights != "imagenet":
+            raise ValueError("--sha256 pins the download of --weights imagenet; a local file "
+                             "needs no pin.")
+        row = ffzoo.weights.preset_for_model(args.model)
+        if row is None or row["source_url"] is None:
+            raise ValueError(f"{args.model} has no published weights to pin.")
+        os.environ[ffzoo.weights.pin_variable(row)] = args.sha256
     batch = np.stack([ffzoo.preprocess_image(_read_image(p)) for p in args.images])
     model = ffzoo.create_model(args.model, weights=args.weights)
     results = ffzoo.decode_predictions(model.predict(batch, verbose=0), top=args.top)
@@ -50,21 +72,28 @@ def _cmd_predict(args):
             print(f"  {rank}. {name:<32} {wnid}  {score:.4f}")
 
 
+_MAX_CLASSES = 100_000  # ImageNet-21k has 21,843
+
+
 def _cmd_convert(args):
     import ffzoo
     from ffzoo.weights import convert, loading, pth
 
     if not args.destination.endswith(".weights.h5"):
         raise SystemExit("ffzoo convert: the destination must end in .weights.h5")
+    ffzoo.models.registry.get_constructor(args.model)  # an unknown name fails before reading
     state = pth.read_state_dict(args.source, ema=args.ema)
     head = state.get("head.weight")
+    if head is not None and not (head.ndim == 2 and 1 <= head.shape[0] <= _MAX_CLASSES):
+        raise ValueError(f"{args.source}: head.weight has shape {tuple(head.shape)}, not "
+                         f"(classes, width) with at most {_MAX_CLASSES:,} classes.")
     model = ffzoo.create_model(
         args.model,
         include_top=head is not None,
         classes=head.shape[0] if head is not None else 1000,
         classifier_activation=None,
     )
-    convert.load_ffvit_state_dict(model, state)
+    convert.load_ffvit_state_dict(model, state, on_nonfinite="error", source=args.source)
     loading.save_weights_atomically(model, args.destination)
     entry = "model_ema" if args.ema else "model"
     print(f"converted {len(state)} tensors ({model.count_params():,} parameters, entry "
@@ -72,24 +101,33 @@ def _cmd_convert(args):
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(prog="ffzoo", description=__doc__,
+    debug = argparse.ArgumentParser(add_help=False)
+    debug.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                       help=f"show the traceback of a failure (or set {DEBUG_ENV}=1)")
+    parser = argparse.ArgumentParser(prog="ffzoo", description=__doc__, parents=[debug],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    models = commands.add_parser("models", help="list the registered models")
+    def add_command(name, **kwargs):
+        return commands.add_parser(name, parents=[debug], **kwargs)
+
+    models = add_command("models", help="list the registered models")
     models.add_argument("pattern", nargs="?", default=None, help="glob, e.g. 'ffvit_*'")
     models.add_argument("--markdown", action="store_true", help="the README's model table")
     models.set_defaults(run=_cmd_models)
 
-    predict = commands.add_parser("predict", help="classify images with a pretrained model")
+    predict = add_command("predict", help="classify images with a pretrained model")
     predict.add_argument("images", nargs="+", help="image files (JPEG, PNG, ...)")
     predict.add_argument("--model", default="ffvit_base_patch16_224")
     predict.add_argument("--weights", default="imagenet",
                          help="'imagenet' (default) or a .weights.h5 / .pth path")
     predict.add_argument("--top", type=int, default=5)
+    predict.add_argument("--sha256", default=None,
+                         help="the sha256 the downloaded checkpoint must have (pins it, as "
+                              "FFZOO_WEIGHTS_SHA256_<PRESET> does)")
     predict.set_defaults(run=_cmd_predict)
 
-    convert = commands.add_parser("convert", help="convert an official .pth checkpoint")
+    convert = add_command("convert", help="convert an official .pth checkpoint")
     convert.add_argument("source", help="the authors' .pth checkpoint (DeiT format or a state dict)")
     convert.add_argument("destination", help="the Keras weights file to write (.weights.h5)")
     convert.add_argument("--model", required=True, help="registered model name, e.g. ffvit_tiny_patch16_224")
@@ -101,11 +139,20 @@ def build_parser():
 def main(argv=None):
     args = build_parser().parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    debug = getattr(args, "debug", False) or os.environ.get(DEBUG_ENV, "") not in ("", "0")
     try:
         return args.run(args) or 0
-    except (ValueError, ImportError) as error:
-        print(f"ffzoo {args.command}: {error}", file=sys.stderr)
+    except (ValueError, ImportError, OSError) as error:  # OSError: missing files, downloads
+        if debug:
+            raise
+        message = " ".join(str(error).split()) or type(error).__name__
+        print(f"ffzoo {args.command}: {message}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print(f"ffzoo {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -94,8 +94,23 @@ def _shorten(keys, limit=12):
     return shown + (f", ... ({len(keys)} in all)" if len(keys) > limit else "")
 
 
+def _phantom(shape, dtype):
+    """A read-only array of `shape` that owns no memory (all strides 0): layouts run on
+    it to learn the shapes they produce without touching (or copying) any real data."""
+    return np.lib.stride_tricks.as_strided(np.zeros((), dtype), shape, (0,) * len(shape),
+                                           writeable=False)
+
+
+def _size(value):
+    return int(np.prod(np.shape(value), dtype=np.int64))
+
+
 def state_dict_to_keras(state_dict, target_shapes, family="ffvit", drop_head=False):
     """Maps a PyTorch state dict to `{keras variable path: array}`.
+
+    Every name, shape and size is checked against `target_shapes` before any data is
+    read: a tensor larger than the whole model is refused first, then the layouts run
+    on memory-free stand-ins, and only a state dict that fits exactly is laid out.
 
     Args:
         state_dict: mapping of source parameter names to NumPy arrays.
@@ -104,57 +119,98 @@ def state_dict_to_keras(state_dict, target_shapes, family="ffvit", drop_head=Fal
         drop_head: discard `head.weight` / `head.bias` (for `include_top=False`).
 
     Raises:
-        ConversionError: unknown, duplicate or missing keys, or mismatched shapes.
+        ConversionError: unknown, duplicate or missing keys, mismatched shapes, or a
+            tensor larger than the model.
     """
-    converted, sources_of, unknown = {}, {}, []
+    state_dict = {k: v for k, v in state_dict.items() if not (drop_head and k in _HEAD_KEYS)}
+    target_count = sum(int(np.prod(s)) for s in target_shapes.values())
+    oversized = [f"{k} {tuple(np.shape(v))} ({_size(v):,} elements)"
+                 for k, v in state_dict.items() if _size(v) > target_count]
+    if oversized:
+        raise ConversionError(
+            f"Cannot convert the state dict: tensors larger than the whole model "
+            f"({target_count:,} parameters) can hold: {_shorten(oversized, 4)}. It is not a "
+            "checkpoint of this model (or a damaged / crafted one)."
+        )
+    plan, sources_of, unknown, converted, badly_shaped, unlaid = [], {}, [], {}, [], set()
     for key, value in state_dict.items():
-        if drop_head and key in _HEAD_KEYS:
-            continue
         for pattern, templates, layout in RULES[family]:
             match = re.fullmatch(pattern, key)
             if match:
-                arrays = layout(np.asarray(value))
-                if isinstance(templates, str):
-                    templates, arrays = (templates,), (arrays,)
-                for template, array in zip(templates, arrays):
-                    path = template.format(*match.groups())
+                paths = [t.format(*match.groups())
+                         for t in ((templates,) if isinstance(templates, str) else templates)]
+                try:
+                    shapes = layout(_phantom(np.shape(value), np.asarray(value).dtype))
+                except (ValueError, IndexError):  # wrong number of dimensions
+                    badly_shaped.append(f"{key} {tuple(np.shape(value))} -> {', '.join(paths)}")
+                    unlaid.update(paths)
+                    break
+                shapes = (shapes,) if isinstance(templates, str) else shapes
+                for path, shape in zip(paths, shapes):
                     sources_of.setdefault(path, []).append(key)
-                    converted[path] = array
+                    converted[path] = tuple(np.shape(shape))
+                plan.append((key, paths, layout, isinstance(templates, str)))
                 break
         else:
             unknown.append(key)
     problems = []
     if unknown:
         problems.append(f"source keys with no place in the model: {_shorten(unknown)}")
+    if badly_shaped:
+        problems.append(f"tensors with the wrong number of dimensions: {_shorten(badly_shaped, 4)}")
     doubled = {p: k for p, k in sources_of.items() if len(k) > 1}
     if doubled:
         problems.append(f"target weights given twice: {doubled}")
     not_in_model = [f"{sources_of[p][0]} -> {p}" for p in converted if p not in target_shapes]
     if not_in_model:
         problems.append(f"source keys whose target the model lacks: {_shorten(not_in_model)}")
-    missing = [p for p in target_shapes if p not in converted]
+    missing = [p for p in target_shapes if p not in converted and p not in unlaid]
     if missing:
         problems.append(f"model weights the source does not provide: {_shorten(missing)}")
     wrong = [
         f"{sources_of[p][0]} {tuple(np.shape(state_dict[sources_of[p][0]]))} -> {p} "
-        f"needs {tuple(target_shapes[p])}, got {tuple(a.shape)}"
-        for p, a in converted.items()
-        if p in target_shapes and tuple(a.shape) != tuple(target_shapes[p])
+        f"needs {tuple(target_shapes[p])}, got {shape}"
+        for p, shape in converted.items()
+        if p in target_shapes and shape != tuple(target_shapes[p])
     ]
     if wrong:
         problems.append("shape mismatches: " + "; ".join(wrong[:8]))
     if problems:
         raise ConversionError("Cannot convert the state dict: " + " | ".join(problems))
-    source_count = sum(
-        int(np.prod(np.shape(v))) for k, v in state_dict.items()
-        if not (drop_head and k in _HEAD_KEYS)
-    )
-    target_count = sum(int(np.prod(s)) for s in target_shapes.values())
+    source_count = sum(_size(v) for v in state_dict.values())
     if source_count != target_count:
         raise ConversionError(
             f"Parameter counts differ: source {source_count:,}, model {target_count:,}."
         )
-    return converted
+    arrays = {}
+    for key, paths, layout, single in plan:  # everything fits: now lay out the real data
+        laid_out = layout(np.asarray(state_dict[key]))
+        arrays.update(zip(paths, (laid_out,) if single else laid_out))
+    return arrays
+
+
+class NonFiniteWeightsWarning(UserWarning):
+    """Weights that hold NaN or Inf: the model will predict garbage."""
+
+
+def nonfinite_names(named_arrays):
+    """The names whose arrays hold a NaN or an Inf."""
+    return sorted(name for name, a in named_arrays.items() if not np.all(np.isfinite(a)))
+
+
+def check_finite(named_arrays, where, on_nonfinite="warn"):
+    """Warns (or, with `on_nonfinite="error"`, raises `ValueError`) naming the arrays
+    of `named_arrays` that hold NaN or Inf."""
+    bad = nonfinite_names(named_arrays)
+    if not bad:
+        return
+    message = (f"{where}: NaN or Inf in {len(bad)} tensor(s): {_shorten(bad, 8)}. A model with "
+               "these weights predicts garbage (a diverged training run or a damaged file?).")
+    if on_nonfinite == "error":
+        raise ValueError(message)
+    import warnings
+
+    warnings.warn(message, NonFiniteWeightsWarning, stacklevel=3)
 
 
 def assign(model, arrays):
@@ -166,14 +222,21 @@ def assign(model, arrays):
         variable.assign(arrays[variable.path].astype(variable.dtype))
 
 
-def load_state_dict(model, state_dict, family="ffvit"):
-    """Converts a PyTorch state dict and assigns it to `model` (strict)."""
+def load_state_dict(model, state_dict, family="ffvit", on_nonfinite="warn", source="the state dict"):
+    """Converts a PyTorch state dict and assigns it to `model` (strict).
+
+    A tensor holding NaN or Inf is a `NonFiniteWeightsWarning` naming it, or a
+    `ValueError` with `on_nonfinite="error"`; `source` names the file in messages.
+    """
     shapes = {w.path: tuple(w.shape) for w in model.weights}
     drop_head = "head/kernel" not in shapes
-    assign(model, state_dict_to_keras(state_dict, shapes, family=family, drop_head=drop_head))
+    arrays = state_dict_to_keras(state_dict, shapes, family=family, drop_head=drop_head)
+    check_finite({k: v for k, v in state_dict.items() if not (drop_head and k in _HEAD_KEYS)},
+                 source, on_nonfinite)
+    assign(model, arrays)
     return model
 
 
-def load_ffvit_state_dict(model, state_dict):
+def load_ffvit_state_dict(model, state_dict, on_nonfinite="warn", source="the state dict"):
     """`load_state_dict` for the paper's FF models (their checkpoints' names)."""
-    return load_state_dict(model, state_dict, "ffvit")
+    return load_state_dict(model, state_dict, "ffvit", on_nonfinite, source)

@@ -1,24 +1,106 @@
-"""Downloading checkpoints into the Keras cache: atomic, verified, mirror-aware."""
+"""Downloading checkpoints into the Keras cache: atomic, verified, bounded, mirror-aware.
+
+Environment:
+- `KERAS_HOME`: the cache root (default `~/.keras`); files go to `$KERAS_HOME/models/ffzoo`.
+- `FFZOO_WEIGHTS_MIRROR`: a base URL (`https://...`, `http://...`, `file:///...`) serving
+  the same file names as the published URLs.
+- `FFZOO_WEIGHTS_SHA256_<PRESET>`: the sha256 a preset's source file must have, where
+  `<PRESET>` is the preset name upper-cased with every other character than A-Z and
+  0-9 turned into `_` (`ffvit_tiny_patch16_224.in1k` ->
+  `FFZOO_WEIGHTS_SHA256_FFVIT_TINY_PATCH16_224_IN1K`). See `pin_variable`.
+- `FFZOO_DOWNLOAD_TIMEOUT`: seconds a connection or a read may stall (default 60).
+"""
 
 import hashlib
+import http.client
 import os
+import re
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
 import uuid
 
-import keras
-
 MIRROR_ENV = "FFZOO_WEIGHTS_MIRROR"
+TIMEOUT_ENV = "FFZOO_DOWNLOAD_TIMEOUT"
+PIN_PREFIX = "FFZOO_WEIGHTS_SHA256_"
+DEFAULT_TIMEOUT = 60.0
 CACHE_SUBDIR = os.path.join("models", "ffzoo")
+_PROGRESS_SECONDS = 5.0
+
+
+class DownloadError(OSError):
+    """A source file that could not be downloaded; the message says what to do."""
 
 
 def cache_dir():
-    """`$KERAS_HOME/models/ffzoo` (default `~/.keras/models/ffzoo`), created if needed."""
+    """`$KERAS_HOME/models/ffzoo` (default `~/.keras/models/ffzoo`); not created here.
+
+    Never falls back to a shared directory: without `KERAS_HOME` and with a home
+    directory that cannot be written, this is an error naming `KERAS_HOME`.
+    """
     home = os.environ.get("KERAS_HOME")
     if not home:
         base = os.path.expanduser("~")
-        home = os.path.join(base if os.access(base, os.W_OK) else "/tmp", ".keras")
-    path = os.path.join(home, CACHE_SUBDIR)
-    os.makedirs(path, exist_ok=True)
+        if base == "~" or not _writable_or_creatable(base):
+            raise ValueError(
+                f"The home directory {base!r} is not writable, so the weights cache "
+                "(~/.keras/models/ffzoo) cannot live there. Set KERAS_HOME to a directory "
+                "of your own (not a shared one such as /tmp)."
+            )
+        home = os.path.join(base, ".keras")
+    return os.path.join(os.path.abspath(home), CACHE_SUBDIR)
+
+
+def _writable_or_creatable(path):
+    while not os.path.exists(path):
+        parent = os.path.dirname(path)
+        if parent == path:
+            return False
+        path = parent
+    return os.path.isdir(path) and os.access(path, os.W_OK | os.X_OK)
+
+
+def writable_cache_dir():
+    """`cache_dir()`, created, after proving a file can be written there."""
+    path = cache_dir()
+    try:
+        os.makedirs(path, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as error:
+        raise ValueError(
+            f"The weights cache {path} is not writable ({error.strerror or error}). Set "
+            "KERAS_HOME to a writable directory of your own; nothing was downloaded."
+        ) from None
     return path
+
+
+def converted_path(preset):
+    """Where the converted `.weights.h5` of a preset is cached."""
+    return os.path.join(cache_dir(), preset["name"] + ".weights.h5")
+
+
+def pin_variable(preset):
+    """The environment variable that pins a preset's source sha256."""
+    return PIN_PREFIX + re.sub(r"[^A-Z0-9]", "_", preset["name"].upper())
+
+
+def expected_hashes(preset, sha256=None):
+    """`{where: sha256}` the source file must match: the argument, the pin variable and
+    the manifest, each where given. Raises `ValueError` on a malformed hash."""
+    given = {"the sha256 argument": sha256, pin_variable(preset): os.environ.get(pin_variable(preset)),
+             "the weights manifest": preset.get("sha256")}
+    hashes = {}
+    for where, value in given.items():
+        if value in (None, ""):
+            continue
+        value = value.strip().lower()
+        if not re.fullmatch(r"[0-9a-f]{64}", value):
+            raise ValueError(f"{where} should be a sha256 (64 hex digits); got {value!r}.")
+        hashes[where] = value
+    return hashes
 
 
 def source_url(preset):
@@ -29,6 +111,19 @@ def source_url(preset):
     return preset["source_url"]
 
 
+def download_timeout():
+    text = os.environ.get(TIMEOUT_ENV)
+    if not text:
+        return DEFAULT_TIMEOUT
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise ValueError(f"{TIMEOUT_ENV}={text!r}: expected a positive number of seconds.")
+    return value
+
+
 def sha256_of(path, chunk=1 << 20):
     digest = hashlib.sha256()
     with open(path, "rb") as f:
@@ -37,43 +132,113 @@ def sha256_of(path, chunk=1 << 20):
     return digest.hexdigest()
 
 
-def _verify(path, expected, url):
-    if expected is None:
-        return
+def _check_hashes(path, hashes, origin):
+    """Returns the file's sha256; raises `ValueError` when it is not the pinned one."""
     actual = sha256_of(path)
-    if actual != expected:
-        raise ValueError(
-            f"The file downloaded from {url} has sha256 {actual}, but the weights table "
-            f"expects {expected}: it is corrupt, truncated or not the published file. "
-            "Nothing was cached; try again, or check the mirror."
-        )
+    for where, expected in hashes.items():
+        if actual != expected:
+            table = "the weights table" if where == "the weights manifest" else where
+            raise ValueError(
+                f"The file from {origin} has sha256 {actual}, but {table} expects {expected}: "
+                "it is corrupt, truncated or not the published file. Nothing was cached; "
+                "try again, or check the mirror."
+            )
+    return actual
 
 
-def fetch(preset, read):
-    """Downloads the preset's source file if needed and returns `read(local_path)`.
+def _advice(preset, url):
+    return (
+        f"To get {preset['file_name']} another way: set {MIRROR_ENV} to a mirror or a local "
+        f"folder holding it (e.g. file:///mnt/weights/); or, on a machine that has it, run "
+        f"`ffzoo convert {preset['file_name']} {preset['name']}.weights.h5 --model "
+        f"{preset['model']}` and copy the result to {converted_path(preset)}."
+    )
+
+
+def _remove_stale_parts(directory, file_name):
+    """Removes `.part` files of `file_name` left by downloads whose process is gone."""
+    prefix = f".{file_name}."
+    for entry in os.listdir(directory):
+        if not (entry.startswith(prefix) and entry.endswith(".part")):
+            continue
+        pid = entry[len(prefix):].split(".")[0]
+        try:
+            os.kill(int(pid), 0)
+            continue  # a download in progress in a live process: leave it
+        except (ValueError, ProcessLookupError):
+            pass
+        except PermissionError:
+            continue
+        try:
+            os.remove(os.path.join(directory, entry))
+        except OSError:
+            pass
+
+
+def _download(url, destination, timeout, preset):
+    """Streams `url` into `destination`; raises `DownloadError` saying what to do."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response, open(destination, "wb") as f:
+            total = response.headers.get("Content-Length")
+            total = int(total) if total and total.isdigit() else None
+            received, started, shown = 0, time.monotonic(), time.monotonic()
+            while True:
+                block = response.read(1 << 20)
+                if not block:
+                    break
+                f.write(block)
+                received += len(block)
+                if time.monotonic() - shown > _PROGRESS_SECONDS:
+                    shown = time.monotonic()
+                    of = f" of {total / 1e6:.1f}" if total else ""
+                    print(f"ffzoo: downloading {url}: {received / 1e6:.1f}{of} MB "
+                          f"({time.monotonic() - started:.0f} s)", file=sys.stderr, flush=True)
+            f.flush()
+            os.fsync(f.fileno())
+    except urllib.error.HTTPError as error:
+        raise DownloadError(f"Cannot download {url}: HTTP {error.code} {error.reason}. "
+                            f"{_advice(preset, url)}") from None
+    except (OSError, http.client.HTTPException) as error:  # URLError, timeouts, resets, cut reads
+        reason = getattr(error, "reason", None) or error
+        if isinstance(reason, TimeoutError):
+            reason = f"no data for {timeout:g} s (the server stalled; {TIMEOUT_ENV} sets the limit)"
+        raise DownloadError(f"Cannot download {url}: {reason}. {_advice(preset, url)}") from None
+    if total is not None and received != total:
+        raise DownloadError(f"Cannot download {url}: got {received:,} of {total:,} bytes "
+                            f"(connection cut). {_advice(preset, url)}")
+
+
+def fetch(preset, read, sha256=None):
+    """Downloads the preset's source file if needed and returns `read(local_path, digest)`.
 
     The download goes to a temporary name in the cache and is renamed into place only
-    after it is complete, its sha256 (when the table has one) matches and `read`
+    after it is complete, its sha256 matches every pin (`expected_hashes`) and `read`
     succeeded on it; a failed, corrupt or interrupted download leaves nothing behind.
-    A cached file that fails the same checks is removed.
+    A cached file that fails the same checks (`read` raising `ValueError`: unreadable,
+    or not this model's weights) is removed, so the next call downloads it again.
     """
-    directory = cache_dir()
+    hashes = expected_hashes(preset, sha256)
+    directory = writable_cache_dir()
+    _remove_stale_parts(directory, preset["file_name"])
     final = os.path.join(directory, preset["file_name"])
     if os.path.exists(final):
         try:
-            _verify(final, preset.get("sha256"), final)
-            return read(final)
-        except ValueError:  # corrupt or unreadable: drop it so the next call downloads again
+            digest = _check_hashes(final, hashes, final)
+        except ValueError:  # not the pinned file: download the right one
             os.remove(final)
-            raise
+        else:
+            try:
+                return read(final, digest)
+            except ValueError:  # unreadable or foreign: drop it so the next call downloads
+                os.remove(final)
+                raise
     url = source_url(preset)
-    partial = f".{preset['file_name']}.{uuid.uuid4().hex[:12]}.part"
-    partial_path = os.path.join(directory, partial)
+    partial_path = os.path.join(
+        directory, f".{preset['file_name']}.{os.getpid()}.{uuid.uuid4().hex[:8]}.part")
     try:
-        home = os.path.dirname(os.path.dirname(directory))
-        keras.utils.get_file(partial, origin=url, cache_dir=home, cache_subdir=CACHE_SUBDIR)
-        _verify(partial_path, preset.get("sha256"), url)
-        result = read(partial_path)
+        _download(url, partial_path, download_timeout(), preset)
+        digest = _check_hashes(partial_path, hashes, url)
+        result = read(partial_path, digest)
         os.replace(partial_path, final)
     except BaseException:
         if os.path.exists(partial_path):

@@ -1,0 +1,109 @@
+"""`ffzoo predict/convert/models`: an expected failure is one line and exit status 2.
+
+Most cases call `ffzoo.cli.main` in this process (an exception escaping it would be
+the traceback a user sees); one runs the real command in a subprocess, where stderr
+must end in one `ffzoo <command>: ...` line, and `--debug` / `FFZOO_DEBUG=1` bring
+the traceback back.
+"""
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from PIL import Image
+
+from ffzoo import cli
+from tests.conftest import ROOT
+from tests.reference import torch_ffvit
+
+MICRO = "ffvit_micro_patch4_32"
+
+
+def _fails_in_one_line(capsys, argv, *fragments):
+    status = cli.main(argv)
+    err = capsys.readouterr().err.strip()
+    assert status == 2, (status, err)
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith(f"ffzoo {argv[0]}: "), err
+    for fragment in fragments:
+        assert fragment in err, (fragment, err)
+    return err
+
+
+def _micro_state():
+    return torch_ffvit.FFViT(patch_size=4, embed_dim=128, depth=6, image_size=32,
+                             pos_grid=8).state_dict()
+
+
+@pytest.mark.once
+def test_convert_missing_and_non_checkpoint_files(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _fails_in_one_line(capsys, ["convert", "missing.pth", "out.weights.h5", "--model", MICRO],
+                       "missing.pth: no such file")
+    (tmp_path / "page.pth").write_text("<html><head><title>404 Not Found</title></head></html>\n")
+    _fails_in_one_line(capsys, ["convert", "page.pth", "out.weights.h5", "--model", MICRO],
+                       "page.pth is an HTML/XML page")
+    torch.save({"model": {"head.weight": torch.zeros(1).expand(10 ** 9, 1)}}, "huge_head.pth")
+    _fails_in_one_line(capsys, ["convert", "huge_head.pth", "out.weights.h5", "--model", MICRO],
+                       "head.weight has shape (1000000000, 1)")
+    _fails_in_one_line(capsys, ["convert", "page.pth", "out.weights.h5", "--model", "ffvit_nano"],
+                       "Unknown model 'ffvit_nano'")
+    assert not (tmp_path / "out.weights.h5").exists()
+
+
+@pytest.mark.once
+def test_models_pattern_that_matches_nothing(capsys):
+    _fails_in_one_line(capsys, ["models", "resnet*"], "no registered model matches 'resnet*'")
+
+
+@pytest.mark.once
+def test_predict_unknown_model_missing_and_bad_images(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Image.new("RGB", (8, 8)).save("ok.png")
+    _fails_in_one_line(capsys, ["predict", "ok.png", "--model", "ffvit_tiny"],
+                       "Unknown model 'ffvit_tiny'")
+    _fails_in_one_line(capsys, ["predict", "ok.png", "--model", MICRO, "--top", "0"], "--top")
+    (tmp_path / "notes.jpg").write_text("not an image\n")
+    _fails_in_one_line(capsys, ["predict", "notes.jpg", "--model", MICRO],
+                       "cannot read notes.jpg as an image")
+    Image.new("1", (14000, 14000)).save("bomb.png")  # 196 M pixels in a few KB
+    _fails_in_one_line(capsys, ["predict", "bomb.png", "--model", MICRO],
+                       "cannot read bomb.png as an image", "decompression bomb")
+    _fails_in_one_line(capsys, ["predict", "gone.png", "--model", MICRO], "gone.png: no such file")
+
+
+def test_wrong_family_and_nonfinite_checkpoints(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    state = _micro_state()
+    state["blocks.0.attn.qkv.weight"] = torch.zeros(384, 128)  # a DeiT block's attention
+    torch.save({"model": state}, "deit.pth")
+    _fails_in_one_line(capsys, ["convert", "deit.pth", "out.weights.h5", "--model", MICRO],
+                       "source keys with no place in the model: blocks.0.attn.qkv.weight")
+    Image.new("RGB", (32, 32)).save("ok.png")
+    _fails_in_one_line(capsys, ["predict", "ok.png", "--model", MICRO, "--weights", "deit.pth"],
+                       "blocks.0.attn.qkv.weight")
+    state = _micro_state()
+    state["norm.bias"][5] = float("nan")
+    torch.save({"model": state}, "nan.pth")
+    _fails_in_one_line(capsys, ["convert", "nan.pth", "out.weights.h5", "--model", MICRO],
+                       "nan.pth: NaN or Inf in 1 tensor(s): norm.bias")
+    assert not (tmp_path / "out.weights.h5").exists()
+
+
+@pytest.mark.once
+def test_command_line_one_line_and_debug_traceback(tmp_path):
+    (tmp_path / "empty.pth").write_bytes(b"")
+    argv = [sys.executable, "-m", "ffzoo.cli", "convert", "empty.pth", "out.weights.h5",
+            "--model", MICRO]
+    env = dict(os.environ, KERAS_BACKEND="numpy", PYTHONPATH=ROOT)  # fails before any model
+    env.pop("FFZOO_DEBUG", None)
+    plain = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert plain.returncode == 2 and "Traceback" not in plain.stderr, plain.stderr[-3000:]
+    assert plain.stderr.strip().splitlines()[-1].startswith("ffzoo convert: empty.pth is empty")
+    debug = subprocess.run(argv, cwd=tmp_path, env=dict(env, FFZOO_DEBUG="1"),
+                           capture_output=True, text=True, timeout=300)
+    assert debug.returncode != 0 and "Traceback" in debug.stderr
+    assert "ValueError: empty.pth is empty" in debug.stderr
+    assert cli.build_parser().parse_args(["convert", "a", "b", "--model", "m", "--debug"]).debug
