@@ -315,6 +315,7 @@ def test_exact_train_crop_is_pil_crop_and_bicubic_resize(name, encode):
         np.testing.assert_array_equal(got, np.asarray(Image.fromarray(crop).resize((224, 224), Image.BICUBIC)))
 
 
+@pytest.mark.once
 @pytest.mark.parametrize("encode", ["PNG", "JPEG"])
 @pytest.mark.parametrize("name", ["chelsea", "coffee"])
 def test_fast_train_crop_is_one_float_bicubic_pass_close_to_pil(name, encode, record):
