@@ -6,6 +6,12 @@
 `--compare` trains twice in one process, on one device and then with DISTRIBUTE, and
 prints one JSON line with both loss histories. `FFZOO_TEST_CPUS=N` splits the CPU into
 N logical TensorFlow devices first (TensorFlow backend).
+
+`FFZOO_TEST_HOLD=EPOCH:STEP:FILE`: after training step STEP of epoch EPOCH (1-based),
+write FILE and wait there to be killed (the SIGKILL test kills a run at a known point).
+`FFZOO_TEST_CLUSTER=DIR:INDEX:COUNT`: this process is worker INDEX of COUNT local
+MultiWorkerMirrored workers: it picks a free port itself, reports it in DIR, and builds
+TF_CONFIG from the ports every worker reported.
 """
 
 import json
@@ -51,6 +57,59 @@ def compare(distribute, argv):
     print("RESULT " + json.dumps(losses), flush=True)
 
 
+def hold_for_kill(spec):
+    """Adds a callback to every `fit` that stops at the step `spec` names (see above)."""
+    import time
+
+    import keras
+
+    epoch, step, path = spec.split(":", 2)
+
+    class Hold(keras.callbacks.Callback):
+        def on_epoch_begin(self, index, logs=None):
+            self.epoch = index + 1
+
+        def on_train_batch_end(self, batch, logs=None):
+            if self.epoch == int(epoch) and batch + 1 == int(step):
+                with open(path + ".tmp", "w") as f:
+                    f.write(str(os.getpid()))
+                os.replace(path + ".tmp", path)
+                time.sleep(600)  # the test kills the process here
+
+    fit = keras.Model.fit
+    keras.Model.fit = lambda self, *args, callbacks=(), **kwargs: fit(
+        self, *args, callbacks=[*(callbacks or []), Hold()], **kwargs)
+
+
+def join_local_cluster(spec):
+    """Picks this worker's port, reports it and sets TF_CONFIG once every worker has
+    (see above). The port stays bound, so no other process can take it, until the
+    returned socket is closed just before training starts its server."""
+    import socket
+    import time
+
+    directory, index, count = spec.split(":")
+    reserved = socket.socket()
+    reserved.bind(("127.0.0.1", 0))
+    report = os.path.join(directory, f"worker-{index}.port")
+    with open(report + ".tmp", "w") as f:
+        f.write(str(reserved.getsockname()[1]))
+    os.replace(report + ".tmp", report)
+    files = [os.path.join(directory, f"worker-{i}.port") for i in range(int(count))]
+    deadline = time.time() + 120
+    while not all(os.path.exists(f) for f in files):
+        if time.time() > deadline:
+            sys.exit(f"run_training: not every worker reported its port in {directory}")
+        time.sleep(0.05)
+    workers = []
+    for file in files:
+        with open(file) as f:
+            workers.append(f"127.0.0.1:{f.read()}")
+    os.environ["TF_CONFIG"] = json.dumps({"cluster": {"worker": workers},
+                                          "task": {"type": "worker", "index": int(index)}})
+    return reserved
+
+
 def config_output(argv):
     return argv[argv.index("--output") + 1]
 
@@ -62,4 +121,8 @@ if __name__ == "__main__":
     else:
         from training import train
 
+        if os.environ.get("FFZOO_TEST_HOLD"):
+            hold_for_kill(os.environ["FFZOO_TEST_HOLD"])
+        if os.environ.get("FFZOO_TEST_CLUSTER"):
+            join_local_cluster(os.environ["FFZOO_TEST_CLUSTER"]).close()
         sys.exit(train.main(sys.argv[1:]))

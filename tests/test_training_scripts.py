@@ -6,7 +6,6 @@ import json
 import math
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -74,7 +73,9 @@ def _history(output):
 def test_short_run_learns_and_writes_every_artifact(folder, nano, tmp_path):
     output = tmp_path / "run"
     config, args = cfg.resolve(_args(folder, output, "--ema-decay", "0.8"))
+    started = time.perf_counter()
     summary = train.run(config, fresh=args.fresh)
+    elapsed = time.perf_counter() - started
     history = _history(output)
     assert [row["epoch"] for row in history] == [1, 2, 3]
     assert history[-1]["loss"] < history[0]["loss"], [row["loss"] for row in history]
@@ -96,8 +97,11 @@ def test_short_run_learns_and_writes_every_artifact(folder, nano, tmp_path):
     with open(output / "summary.json") as f:
         assert json.load(f) == pytest.approx(summary)
     assert summary["eval_examples"] == 11 and summary["epochs"] == 3
-    for key in ("top1", "top5", "train_images_per_s", "wall_time_s"):
-        assert summary[key] >= 0
+    # Learned: better than always answering the largest class (3 of the 11); with 4
+    # classes every label is in the top 5. Each epoch's 48 images took less than the run.
+    assert summary["top1"] > 3 / 11 and summary["top5"] == 1.0
+    assert 0 < summary["wall_time_s"] <= elapsed
+    assert summary["train_images_per_s"] >= 48 / elapsed
     # The final weights are a plain ffzoo model's: they load by name and reproduce the
     # evaluation top-1 through an independent path (PIL + preprocess_image + predict).
     model = ffzoo.create_model(NANO_NAME, classes=CLASSES, weights=str(output / "model.weights.h5"),
@@ -263,19 +267,20 @@ def test_sigkill_then_resume_loses_nothing(folder, tmp_path):
     output = tmp_path / "killed"
     command = [sys.executable, "-m", "tests.run_training",
                *_args(folder, output, "--epochs", "6", "--eval-every", "6")]
-    process = subprocess.Popen(command, env=_subprocess_env(), cwd=ROOT,
+    # The child stops after step 3 of epoch 3 and says so: killed there, on any load.
+    ready = tmp_path / "ready-to-kill"
+    process = subprocess.Popen(command, env=_subprocess_env(FFZOO_TEST_HOLD=f"3:3:{ready}"), cwd=ROOT,
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    state = output / "backup" / "state.json"
-    deadline = time.time() + 240
-    while time.time() < deadline and process.poll() is None:
-        if state.exists() and json.loads(state.read_text())["epochs_done"] >= 2:
-            break
+    deadline = time.time() + 300
+    while time.time() < deadline and process.poll() is None and not ready.exists():
         time.sleep(0.05)
-    assert process.poll() is None, process.stderr.read().decode()[-3000:]
-    process.send_signal(signal.SIGKILL)  # somewhere in epoch 3, or while writing a backup
+    if not ready.exists():
+        process.kill()
+        pytest.fail("the run never reached its kill point: " + process.communicate()[1].decode()[-3000:])
+    process.send_signal(signal.SIGKILL)  # halfway through epoch 3
     process.wait()
     before = _history(output)
-    assert 2 <= len(before) < 6
+    assert [row["epoch"] for row in before] == [1, 2]
 
     finished = subprocess.run(command, env=_subprocess_env(), cwd=ROOT, capture_output=True,
                               text=True, timeout=300)
@@ -331,27 +336,16 @@ def test_jax_data_parallel_on_two_devices_matches_one_device(folder, tmp_path, r
            float(np.max(np.abs(np.subtract(losses["data_parallel"], losses["none"])))))
 
 
-def _free_ports(count):
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
 @pytest.mark.skipif(BACKEND != "tensorflow", reason="tf.distribute needs the TensorFlow backend")
 def test_multi_worker_mirrored_with_two_local_workers(folder, tmp_path, record):
-    workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
     output = tmp_path / "mwms"
     command = [sys.executable, "-m", "tests.run_training",
                *_args(folder, output, "--epochs", "2", "--steps-per-epoch", "2", "--drop-rate", "0",
                       "--distribute", "multi_worker_mirrored")]
     processes = []
-    for index in range(2):
-        tf_config = json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}})
-        processes.append(subprocess.Popen(command, env=_subprocess_env(TF_CONFIG=tf_config), cwd=ROOT,
+    for index in range(2):  # each worker picks its own port and reports it to the other
+        cluster = f"{tmp_path}:{index}:2"
+        processes.append(subprocess.Popen(command, env=_subprocess_env(FFZOO_TEST_CLUSTER=cluster), cwd=ROOT,
                                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     outputs = [p.communicate(timeout=400) for p in processes]
     for process, (out, err) in zip(processes, outputs):
@@ -395,5 +389,6 @@ def test_demo_on_a_reduced_budget(tmp_path, monkeypatch):
     with open(output / "summary.json") as f:
         summary = json.load(f)
     assert summary["model"] == "ffvit_micro_patch4_32" and summary["eval_examples"] == held_out
-    assert summary["epochs"] == 1 and 0 <= summary["top1"] <= 1
+    # Three steps teach nothing measurable; top-1 is a count of the held-out images.
+    assert summary["epochs"] == 1 and float(summary["top1"] * held_out).is_integer()
     assert os.path.exists(output / "curves.png") and os.path.exists(output / "model.weights.h5")

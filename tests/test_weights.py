@@ -174,6 +174,10 @@ def test_manifest_rows_match_the_registry():
     for name, row in rows.items():
         assert row["parameters"] == ffzoo.create_model(name, include_top=True).count_params()
         assert row["name"] == (f"{name}.in1k" if row["dataset"] else f"{name}.none")
+        # a recorded hash is a SHA-256 hex digest, and only a downloadable file has one
+        sha = row["sha256"]
+        assert sha is None or (len(sha) == 64 and set(sha) <= set("0123456789abcdef")), (name, sha)
+        assert sha is None or row["source_url"], name
     assert rows["ffvit_tiny_patch16_224"]["top1"] == 61.4 and rows["ffvit_base_patch16_224"]["top1"] == 74.9
     assert rows["ffvit_large_patch32_224"]["source_url"] is None
     assert rows["ffvit_micro_patch4_32"]["source_url"] is None
@@ -282,13 +286,13 @@ def test_short_download_fails_and_caches_nothing(mirror):
     assert os.listdir(cache) == []
 
 
-def test_truncated_file_without_known_hash_fails_and_caches_nothing(mirror, tiny_checkpoint):
+def test_truncated_file_without_known_hash_fails_and_caches_nothing(mirror, tiny_checkpoint, monkeypatch):
     server, cache = mirror
     data = tiny_checkpoint[0].read_bytes()
     target = server.root / "linear-tiny-checkpoint.pth"
     target.unlink()
     target.write_bytes(data[: len(data) // 2])  # served whole, but the file itself is cut
-    assert presets.preset_for_model("ffvit_tiny_patch16_224")["sha256"] is None
+    monkeypatch.setitem(presets.preset_for_model("ffvit_tiny_patch16_224"), "sha256", None)  # no known hash
     with pytest.raises(ValueError, match="Cannot read .* as a PyTorch checkpoint"):
         ffzoo.FFViTTiny(weights="imagenet")
     assert os.listdir(cache) == []

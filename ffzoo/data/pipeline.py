@@ -138,6 +138,16 @@ def _seeds(seed):
     return tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
 
 
+# libjpeg's accurate integer IDCT (JDCT_ISLOW) with fancy upsampling: what Pillow
+# decodes with, so a JPEG decodes to PIL's pixels exactly (TensorFlow's default, the
+# fast IDCT, differs from PIL by up to ~20 levels). Both IDCTs cost the same here.
+DCT_METHOD = "INTEGER_ACCURATE"
+# Columns decoded on each side of a JPEG window and dropped: fancy upsampling of
+# subsampled chroma treats the decoded region's edge as the image's edge, so without
+# them the window's first and last column differ from a full decode.
+_WINDOW_MARGIN = 2
+
+
 def _decode_any(image_bytes):
     return tf.io.decode_image(image_bytes, channels=3, expand_animations=False)
 
@@ -147,13 +157,18 @@ def _decode_window(image_bytes, plan):
 
     `window` is `(top, left, h, w)`; `extra` is whatever else the plan computed from
     the image size (resize taps), handed back: returns `(pixels, extra)`. JPEGs are
-    decoded window-only (`decode_and_crop_jpeg`); other formats (PNG, GIF, BMP, also
-    when named .JPEG) are decoded whole and sliced.
+    decoded window-only (`decode_and_crop_jpeg`, a few columns wider, see
+    `_WINDOW_MARGIN`), to exactly the pixels of PIL's full decode; other formats
+    (PNG, GIF, BMP, also when named .JPEG) are decoded whole and sliced.
     """
     def from_jpeg():
         shape = tf.image.extract_jpeg_shape(image_bytes)
-        window, extra = plan(shape[0], shape[1])
-        return tf.image.decode_and_crop_jpeg(image_bytes, tf.stack(window), channels=3), extra
+        (top, left, h, w), extra = plan(shape[0], shape[1])
+        start = tf.maximum(left - _WINDOW_MARGIN, 0)
+        stop = tf.minimum(left + w + _WINDOW_MARGIN, shape[1])
+        wider = tf.image.decode_and_crop_jpeg(image_bytes, tf.stack([top, start, h, stop - start]),
+                                              channels=3, dct_method=DCT_METHOD)
+        return wider[:, left - start:left - start + w], extra
 
     def from_other():
         image = _decode_any(image_bytes)
