@@ -85,8 +85,9 @@ def _jax_plan(choice):
     return Plan("data_parallel", jax.device_count(), host_index=jax.process_index())
 
 
-def plan(choice, global_batch):
-    """Sets up the distribution for this backend and checks the global batch fits it."""
+def plan(choice, global_batch, eval_batch=None):
+    """Sets up the distribution for this backend and checks the global training and
+    evaluation batches divide over its devices."""
     backend = keras.backend.backend()
     if choice not in CHOICES:
         raise ValueError(f"--distribute must be one of {', '.join(CHOICES)}; got {choice!r}.")
@@ -104,10 +105,11 @@ def plan(choice, global_batch):
         result = _jax_plan(choice)
     else:
         result = Plan("none", 1)
-    if global_batch % result.replicas:
-        raise ValueError(
-            f"The global batch size {global_batch} does not divide over the {result.replicas} "
-            f"devices of '{result.name}': use a multiple of {result.replicas}.")
+    for flag, batch in (("--batch-size", global_batch), ("--eval-batch-size", eval_batch)):
+        if batch is not None and batch % result.replicas:
+            raise ValueError(
+                f"{flag} {batch} does not divide over the {result.replicas} devices of "
+                f"'{result.name}': use a multiple of {result.replicas}.")
     return result
 
 
