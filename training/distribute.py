@@ -105,12 +105,18 @@ def plan(choice, global_batch, eval_batch=None):
         result = _jax_plan(choice)
     else:
         result = Plan("none", 1)
-    for flag, batch in (("--batch-size", global_batch), ("--eval-batch-size", eval_batch)):
-        if batch is not None and batch % result.replicas:
-            raise ValueError(
-                f"{flag} {batch} does not divide over the {result.replicas} devices of "
-                f"'{result.name}': use a multiple of {result.replicas}.")
+    check_batches(result, global_batch, eval_batch)
     return result
+
+
+def check_batches(plan, global_batch, eval_batch=None):
+    """Refuses a global training or evaluation batch that does not divide over the plan's
+    devices (each replica gets the same share)."""
+    for flag, batch in (("--batch-size", global_batch), ("--eval-batch-size", eval_batch)):
+        if batch is not None and batch % plan.replicas:
+            raise ValueError(
+                f"{flag} {batch} does not divide over the {plan.replicas} devices of "
+                f"'{plan.name}': use a multiple of {plan.replicas}.")
 
 
 def build_from_spec(model, element_spec, strategy):
