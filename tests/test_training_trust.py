@@ -71,7 +71,7 @@ def test_fresh_removes_only_what_a_run_wrote(tmp_path, no_data, capsys):
     output = tmp_path / "run"
     with pytest.raises(Reached):  # a run starts: it marks the directory as its own
         train.main(_args("data", output))
-    assert (output / train.MARKER).exists() and (output / "config.json").exists()
+    assert (output / ".ffzoo-run").exists() and (output / "config.json").exists()
     for name in ("log.csv", "summary.json", "backup/state.json", "backup/backup-epoch0001.json",
                  "tensorboard/train/events.out.tfevents.1", "worker-1/log.csv",
                  "model.weights.h5.4242.partial.weights.h5"):
@@ -89,7 +89,7 @@ def test_fresh_removes_only_what_a_run_wrote(tmp_path, no_data, capsys):
         train.main(_args("data", output, "--fresh"))
     # What remains: the marker, the new run's config, and the other host's folder (it
     # clears its own).
-    assert sorted(_tree(output)) == [train.MARKER, "config.json", os.path.join("worker-1", "log.csv")]
+    assert sorted(_tree(output)) == [".ffzoo-run", "config.json", os.path.join("worker-1", "log.csv")]
 
 
 @pytest.mark.once

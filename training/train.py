@@ -5,10 +5,12 @@
         --data imagenet2012 --data-dir D --batch-size 1024 --precision mixed_bfloat16 \
         --output runs/tiny
 
-Running the same command again resumes the run in `--output` from its last epoch
-backup (optimizer, schedule and epoch counter included). The run directory holds:
-config.json, backup/ (resume state), log.csv, curves.png, tensorboard/,
+Running the same command again resumes the run in `--output` from its newest intact
+epoch backup (optimizer, schedule and epoch counter included). The run directory holds:
+.ffzoo-run (its mark; --fresh clears only marked directories, and only what a run
+wrote), config.json, backup/ (the last two epochs), log.csv, curves.png, tensorboard/,
 model.weights.h5 (final), model_ema.weights.h5 (with --ema-decay), summary.json.
+Failures are one line (exit status 2); --debug or FFZOO_DEBUG=1 shows the traceback.
 See training/README.md.
 """
 
