@@ -180,7 +180,10 @@ class Backup(keras.callbacks.Callback):
         states, damaged = [], []
         for path in self._candidates():
             state, reason = self._read(path)
-            (damaged.append(reason) if state is None else states.append(state))
+            if state is None:
+                damaged.append(reason)
+            else:
+                states.append(state)
         states.sort(key=lambda s: s["epochs_done"], reverse=True)
         for reason in damaged:
             print(f"Skipping a damaged backup in {self.directory}: {reason}.")
@@ -206,7 +209,7 @@ class Backup(keras.callbacks.Callback):
         try:
             model.load_weights(path)
         except (ValueError, OSError, KeyError) as error:
-            raise ValueError(f"The backup {path} does not fit this model ({error}); pass "
+            raise ValueError(f"The backup {path} does not load into this model ({error}); pass "
                              "--fresh to start over, or another --output.") from error
         self.epochs_done, self.history = state["epochs_done"], state["history"]
         return self.epochs_done
