@@ -7,8 +7,6 @@
 prints one JSON line with both loss histories. `FFZOO_TEST_CPUS=N` splits the CPU into
 N logical TensorFlow devices first (TensorFlow backend).
 
-`FFZOO_TEST_HOLD=EPOCH:STEP:FILE`: after training step STEP of epoch EPOCH (1-based),
-write FILE and wait there to be killed (the SIGKILL test kills a run at a known point).
 `FFZOO_TEST_CLUSTER=DIR:INDEX:COUNT`: this process is worker INDEX of COUNT local
 MultiWorkerMirrored workers: it picks a free port itself, reports it in DIR, and builds
 TF_CONFIG from the ports every worker reported.
@@ -57,30 +55,6 @@ def compare(distribute, argv):
     print("RESULT " + json.dumps(losses), flush=True)
 
 
-def hold_for_kill(spec):
-    """Adds a callback to every `fit` that stops at the step `spec` names (see above)."""
-    import time
-
-    import keras
-
-    epoch, step, path = spec.split(":", 2)
-
-    class Hold(keras.callbacks.Callback):
-        def on_epoch_begin(self, index, logs=None):
-            self.epoch = index + 1
-
-        def on_train_batch_end(self, batch, logs=None):
-            if self.epoch == int(epoch) and batch + 1 == int(step):
-                with open(path + ".tmp", "w") as f:
-                    f.write(str(os.getpid()))
-                os.replace(path + ".tmp", path)
-                time.sleep(600)  # the test kills the process here
-
-    fit = keras.Model.fit
-    keras.Model.fit = lambda self, *args, callbacks=(), **kwargs: fit(
-        self, *args, callbacks=[*(callbacks or []), Hold()], **kwargs)
-
-
 def join_local_cluster(spec):
     """Picks this worker's port, reports it and sets TF_CONFIG once every worker has
     (see above). The port stays bound, so no other process can take it, until the
@@ -121,8 +95,6 @@ if __name__ == "__main__":
     else:
         from training import train
 
-        if os.environ.get("FFZOO_TEST_HOLD"):
-            hold_for_kill(os.environ["FFZOO_TEST_HOLD"])
         if os.environ.get("FFZOO_TEST_CLUSTER"):
             join_local_cluster(os.environ["FFZOO_TEST_CLUSTER"]).close()
         sys.exit(train.main(sys.argv[1:]))

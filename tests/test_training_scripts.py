@@ -1,14 +1,14 @@
-"""training/: runs and their artifacts, schedule, weight decay, precision, resuming after
-SIGKILL, multi-device agreement, exact evaluation, and the embedded demo."""
+"""training/: runs and their artifacts, schedule, weight decay, precision, NaN stops,
+multi-device agreement, exact evaluation, and the embedded demo (killed runs resuming:
+test_training_faults.py)."""
 
 import csv
 import json
 import math
 import os
-import signal
+import time
 import subprocess
 import sys
-import time
 
 import keras
 import numpy as np
@@ -249,9 +249,9 @@ def test_precision_policies(folder, nano, tmp_path, precision):
 
 
 def test_nan_loss_stops_the_run_naming_the_step(folder, nano, tmp_path, capsys):
-    # An infinite learning rate makes the first update non-finite: step 2's loss is NaN.
+    # A huge learning rate (a finite, valid value) makes step 2's loss NaN.
     output = tmp_path / "nan"
-    assert train.main(_args(folder, output, "--lr", "inf")) == 2
+    assert train.main(_args(folder, output, "--lr", "1e30")) == 2
     message = capsys.readouterr().err
     assert "epoch 1, step 2 of the epoch" in message and "optimizer step 2" in message
     assert not os.path.exists(output / "backup" / "state.json")  # no diverged backup
@@ -261,44 +261,6 @@ def test_nan_loss_stops_the_run_naming_the_step(folder, nano, tmp_path, capsys):
 def _subprocess_env(**extra):
     return dict(os.environ, KERAS_BACKEND=BACKEND, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="3",
                 CUDA_VISIBLE_DEVICES="", **extra)
-
-
-def test_sigkill_then_resume_loses_nothing(folder, tmp_path):
-    output = tmp_path / "killed"
-    command = [sys.executable, "-m", "tests.run_training",
-               *_args(folder, output, "--epochs", "6", "--eval-every", "6")]
-    # The child stops after step 3 of epoch 3 and says so: killed there, on any load.
-    ready = tmp_path / "ready-to-kill"
-    process = subprocess.Popen(command, env=_subprocess_env(FFZOO_TEST_HOLD=f"3:3:{ready}"), cwd=ROOT,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.time() + 300
-    while time.time() < deadline and process.poll() is None and not ready.exists():
-        time.sleep(0.05)
-    if not ready.exists():
-        process.kill()
-        pytest.fail("the run never reached its kill point: " + process.communicate()[1].decode()[-3000:])
-    process.send_signal(signal.SIGKILL)  # halfway through epoch 3
-    process.wait()
-    before = _history(output)
-    assert [row["epoch"] for row in before] == [1, 2]
-
-    finished = subprocess.run(command, env=_subprocess_env(), cwd=ROOT, capture_output=True,
-                              text=True, timeout=300)
-    assert finished.returncode == 0, finished.stderr[-3000:]
-    assert f"Resuming from the backup of epoch {len(before)}" in finished.stdout
-    history = _history(output)
-    assert [row["epoch"] for row in history] == [1, 2, 3, 4, 5, 6]
-    assert history[:len(before)] == before  # what finished before the kill is kept as it was
-    # The optimizer's step counter and the schedule carried on: each epoch's last
-    # learning rate is the schedule's value at step 6 * epoch - 1 (digits recipe: per step).
-    for row in history:
-        expected = _timm_cosine((6 * row["epoch"] - 1) / 6, 3e-3 * 8 / 64, 6, 0, 1e-5, 1e-5)
-        assert row["lr"] == pytest.approx(expected, rel=1e-5), row
-    with open(output / "log.csv") as f:
-        assert [int(r["epoch"]) for r in csv.DictReader(f)] == [1, 2, 3, 4, 5, 6]
-    with open(output / "summary.json") as f:
-        assert json.load(f)["epochs"] == 6
-    assert [f for f in os.listdir(output / "backup") if "partial" in f] == []
 
 
 # ---------------------------------------------------------------------------------------

@@ -1,77 +1,87 @@
 """Callbacks of a training run: atomic backups, NaN stop, throughput, log and plot files."""
 
 import csv
+import fnmatch
+import hashlib
 import json
 import math
 import os
+import re
+import sys
 import time
 
 import keras
 import numpy as np
 
+# Temporary files of `write_atomically`: `<name>.<pid>.partial[.weights.h5]`.
+_PARTIAL = re.compile(r"\.\d+\.partial(\.weights\.h5)?$")
+_WRITES = {}  # basename pattern -> writes seen (the fault-injection hook of the tests)
+
 
 def write_atomically(path, write):
-    """`write(temporary_path)`, then rename: `path` is always whole or absent."""
+    """`write(temporary_path)`, flushed to disk, then renamed over `path`: whenever the
+    process dies (or the machine loses power), `path` holds the old file or the new
+    one, whole, or is absent. The temporary file is `<path>.<pid>.partial`
+    (`remove_partials` clears those a killed run left)."""
     partial = f"{path}.{os.getpid()}.partial" + (".weights.h5" if path.endswith(".weights.h5") else "")
     try:
         write(partial)
+        _fault_point(path)
+        _fsync(partial)
         os.replace(partial, path)
     except BaseException:
         if os.path.exists(partial):
             os.remove(partial)
         raise
+    _fsync(os.path.dirname(os.path.abspath(path)), directory=True)
 
 
-class Backup(keras.callbacks.Callback):
-    """Epoch-end backups a killed run resumes from, written so a kill cannot corrupt them.
+def _fsync(path, directory=False):
+    try:
+        descriptor = os.open(path, os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if directory else 0))
+    except OSError:
+        if directory:  # not every system opens directories (Windows); the rename stands
+            return
+        raise
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
-    Each backup is a `.weights.h5` of the model and optimizer (step counter, moments,
-    EMA) plus `state.json` naming it, with the epoch count and the per-epoch history.
-    The weights file is written first, then `state.json` is replaced atomically, then
-    the older weights file is removed: whenever the process dies, `state.json` names
-    a complete backup.
-    """
 
-    def __init__(self, directory):
-        super().__init__()
-        self.directory = directory
-        self.state_path = os.path.join(directory, "state.json")
-        self.epochs_done = 0
-        self.history = []  # one dict of logs per finished epoch
+def _fault_point(path):
+    """Test hook: `FFZOO_TEST_EXIT_AT="PATTERN:N"` ends the process, as a kill would (no
+    cleanup), at the N-th atomic write of a file whose name matches PATTERN, after
+    the temporary file is written and before it replaces the file."""
+    setting = os.environ.get("FFZOO_TEST_EXIT_AT")
+    if not setting:
+        return
+    pattern, count = setting.rsplit(":", 1)
+    if fnmatch.fnmatch(os.path.basename(path), pattern):
+        _WRITES[pattern] = _WRITES.get(pattern, 0) + 1
+        if _WRITES[pattern] == int(count):
+            print(f"FFZOO_TEST_EXIT_AT: exiting at write {count} of {os.path.basename(path)}",
+                  file=sys.stderr, flush=True)
+            sys.stdout.flush()
+            os._exit(99)
 
-    def saved_epochs(self):
-        """Epochs done according to the last backup (0 without one)."""
-        if not os.path.exists(self.state_path):
-            return 0
-        with open(self.state_path) as f:
-            return json.load(f)["epochs_done"]
 
-    def restore(self, model):
-        """Loads the last backup into a compiled `model`; returns the epochs done."""
-        if not os.path.exists(self.state_path):
-            return 0
-        with open(self.state_path) as f:
-            state = json.load(f)
-        if not model.optimizer.built:
-            model.optimizer.build(model.trainable_variables)
-        model.load_weights(os.path.join(self.directory, state["weights"]))
-        self.epochs_done, self.history = state["epochs_done"], state["history"]
-        return self.epochs_done
+def remove_partials(directory):
+    """Removes the temporary files of writes a killed run left in `directory`."""
+    if not os.path.isdir(directory):
+        return []
+    removed = sorted(name for name in os.listdir(directory) if _PARTIAL.search(name)
+                     and os.path.isfile(os.path.join(directory, name)))
+    for name in removed:
+        os.remove(os.path.join(directory, name))
+    if removed:
+        print(f"Removed {len(removed)} unfinished file(s) of a killed run in {directory}: "
+              f"{', '.join(removed)}.")
+    return removed
 
-    def on_epoch_end(self, epoch, logs=None):
-        row = {"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()}}
-        if not all(math.isfinite(v) for v in row.values()):
-            return  # never back up a diverged state (StopOnNaN reports it)
-        self.history.append(row)
-        self.epochs_done = epoch + 1
-        os.makedirs(self.directory, exist_ok=True)
-        name = f"backup-epoch{epoch + 1:04d}.weights.h5"
-        write_atomically(os.path.join(self.directory, name), self.model.save_weights)
-        state = {"epochs_done": self.epochs_done, "weights": name, "history": self.history}
-        write_json(self.state_path, state)
-        for old in os.listdir(self.directory):
-            if old.startswith("backup-epoch") and old != name:
-                os.remove(os.path.join(self.directory, old))
+
+def is_partial(name):
+    return bool(_PARTIAL.search(name))
 
 
 def write_json(path, value):
@@ -80,6 +90,152 @@ def write_json(path, value):
         with open(partial, "w") as f:
             json.dump(value, f, indent=2)
     write_atomically(path, write)
+
+
+def _sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def nonfinite_variables(variables):
+    """Paths of the variables holding a NaN or an infinity."""
+    bad = []
+    for variable in variables:
+        values = np.asarray(keras.ops.convert_to_numpy(variable))
+        if values.dtype.kind not in "biu" and not np.isfinite(values.astype(np.float32)).all():
+            bad.append(variable.path)
+    return bad
+
+
+def check_finite_weights(model, what):
+    """Raises FloatingPointError when a weight of `model` is NaN or infinite."""
+    bad = nonfinite_variables(model.weights)
+    if bad:
+        raise FloatingPointError(
+            f"{len(bad)} of {len(model.weights)} weight tensors are NaN or infinite "
+            f"({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}); {what} not written.")
+
+
+class Backup(keras.callbacks.Callback):
+    """Epoch-end backups a killed run resumes from, written so a kill cannot corrupt them.
+
+    Each backup is `backup-epochNNNN.weights.h5` (model and optimizer: step counter,
+    moments, EMA) and `backup-epochNNNN.json` (epoch count, per-epoch history, the
+    weights file's size and sha256); `state.json` is a copy of the newest one's. The
+    weights file is written first, then the JSON files, each flushed to disk and
+    renamed into place; then backups older than the last two are removed. A backup
+    is only written of a finite state (`guard`, a StopOnNaN listed before it).
+
+    On a start, the newest intact backup is used: a backup whose JSON does not parse
+    or whose weights file is missing, truncated or altered (size or sha256) is
+    skipped with a message, and the one before it is used.
+    """
+
+    KEEP = 2
+
+    def __init__(self, directory, guard=None):
+        super().__init__()
+        self.directory = directory
+        self.state_path = os.path.join(directory, "state.json")
+        self.guard = guard
+        self.epochs_done = 0
+        self.history = []  # one dict of logs per finished epoch
+        self._chosen = None
+
+    def _candidates(self):
+        if not os.path.isdir(self.directory):
+            return []
+        names = sorted(n for n in os.listdir(self.directory)
+                       if n == "state.json" or re.fullmatch(r"backup-epoch\d+\.json", n))
+        return [os.path.join(self.directory, n) for n in names]
+
+    def _read(self, path):
+        """`(state, None)` for an intact backup, `(None, reason)` otherwise."""
+        try:
+            with open(path) as f:
+                state = json.load(f)
+            epochs, weights, history = state["epochs_done"], state["weights"], state["history"]
+            if not isinstance(epochs, int) or not isinstance(history, list):
+                raise TypeError("unexpected values")
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            return None, f"{os.path.basename(path)} is unreadable ({type(error).__name__}: {error})"
+        weights_path = os.path.join(self.directory, os.path.basename(str(weights)))
+        if not os.path.isfile(weights_path):
+            return None, f"{os.path.basename(path)} names {weights}, which is missing"
+        size = os.path.getsize(weights_path)
+        if "size" in state and size != state["size"]:
+            return None, f"{weights} has {size} bytes, not the {state['size']} written"
+        if "sha256" in state and _sha256(weights_path) != state["sha256"]:
+            return None, f"{weights} is damaged (its sha256 differs from the one written)"
+        return state, None
+
+    def choose(self):
+        """Finds the newest intact backup (messages for the damaged ones); returns its
+        epoch count (0 without one)."""
+        if self._chosen is not None:
+            return self._chosen["epochs_done"]
+        states, damaged = [], []
+        for path in self._candidates():
+            state, reason = self._read(path)
+            if state is None:
+                damaged.append(reason)
+            else:
+                states.append(state)
+        states.sort(key=lambda s: s["epochs_done"], reverse=True)
+        for reason in damaged:
+            print(f"Skipping a damaged backup in {self.directory}: {reason}.")
+        if damaged and not states:
+            raise ValueError(
+                f"Every backup in {self.directory} is damaged: pass --fresh to start the run "
+                "over, or another --output.")
+        self._chosen = states[0] if states else {"epochs_done": 0}
+        return self._chosen["epochs_done"]
+
+    def saved_epochs(self):
+        """Epochs done according to the newest intact backup (0 without one)."""
+        return self.choose()
+
+    def restore(self, model):
+        """Loads the newest intact backup into a compiled `model`; returns the epochs done."""
+        if not self.choose():
+            return 0
+        state = self._chosen
+        if not model.optimizer.built:
+            model.optimizer.build(model.trainable_variables)
+        path = os.path.join(self.directory, os.path.basename(state["weights"]))
+        try:
+            model.load_weights(path)
+        except (ValueError, OSError, KeyError) as error:
+            raise ValueError(f"The backup {path} does not load into this model ({error}); pass "
+                             "--fresh to start over, or another --output.") from error
+        self.epochs_done, self.history = state["epochs_done"], state["history"]
+        return self.epochs_done
+
+    def on_epoch_end(self, epoch, logs=None):
+        row = {"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()}}
+        failure = (self.guard.check(epoch, logs) if self.guard is not None
+                   else nonfinite_failure(self.model, epoch, row))
+        if failure:
+            return  # never back up a diverged state (StopOnNaN reports it)
+        self.history.append(row)
+        self.epochs_done = epoch + 1
+        os.makedirs(self.directory, exist_ok=True)
+        stem = f"backup-epoch{epoch + 1:04d}"
+        weights_path = os.path.join(self.directory, stem + ".weights.h5")
+        write_atomically(weights_path, self.model.save_weights)
+        state = {"epochs_done": self.epochs_done, "weights": stem + ".weights.h5",
+                 "size": os.path.getsize(weights_path), "sha256": _sha256(weights_path),
+                 "history": self.history}
+        write_json(os.path.join(self.directory, stem + ".json"), state)
+        write_json(self.state_path, state)
+        keep = {f"backup-epoch{e:04d}" for e in range(epoch + 2 - self.KEEP, epoch + 2)}
+        for old in os.listdir(self.directory):
+            match = re.fullmatch(r"(backup-epoch\d+)\.(weights\.h5|json)", old)
+            if match and match.group(1) not in keep:
+                os.remove(os.path.join(self.directory, old))
 
 
 class RawWeights(keras.callbacks.Callback):
@@ -95,13 +251,33 @@ class RawWeights(keras.callbacks.Callback):
         self.weights = self.model.get_weights()
 
 
+def nonfinite_failure(model, epoch, logs):
+    """What is non-finite at the end of an epoch (its logs, validation included, the
+    model's weights, the optimizer's moments and EMA), or None."""
+    bad_logs = sorted(k for k, v in (logs or {}).items() if not math.isfinite(float(v)))
+    if bad_logs:
+        return (f"{', '.join(bad_logs)} became {float(logs[bad_logs[0]])} at the end of "
+                f"epoch {epoch + 1}")
+    variables = list(model.weights)
+    if model.optimizer is not None:
+        variables += list(model.optimizer.variables)
+    bad = nonfinite_variables(variables)
+    if bad:
+        return (f"{len(bad)} of {len(variables)} weight and optimizer tensors became NaN or "
+                f"infinite in epoch {epoch + 1} ({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''})")
+    return None
+
+
 class StopOnNaN(keras.callbacks.Callback):
-    """Stops training when the loss is NaN or infinite, naming the step."""
+    """Stops training when the loss of a step is NaN or infinite, naming the step, or
+    when anything is non-finite at the end of an epoch: its logs (validation included),
+    the weights or the optimizer's state (`nonfinite_failure`)."""
 
     def __init__(self):
         super().__init__()
         self.epoch = 0
         self.failure = None
+        self._checked = {}
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch = epoch
@@ -113,6 +289,20 @@ class StopOnNaN(keras.callbacks.Callback):
             self.failure = (f"the loss became {float(loss)} at epoch {self.epoch + 1}, step "
                             f"{batch + 1} of the epoch (optimizer step {step})")
             self.model.stop_training = True
+
+    def check(self, epoch, logs=None):
+        """The failure of this epoch's end state, or None (checked once per epoch)."""
+        if self.failure:
+            return self.failure
+        if epoch not in self._checked:
+            self._checked = {epoch: nonfinite_failure(self.model, epoch, logs)}
+            if self._checked[epoch]:
+                self.failure = self._checked[epoch]
+                self.model.stop_training = True
+        return self._checked[epoch]
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.check(epoch, logs)
 
 
 class Throughput(keras.callbacks.Callback):

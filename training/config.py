@@ -8,6 +8,7 @@ is saved in the run directory as `config.json`.
 import argparse
 import importlib
 import json
+import math
 import os
 import pkgutil
 
@@ -116,9 +117,13 @@ def parser():
         prog="python -m training.train",
         description="Train an ffzoo model with keras.Model.fit. Every recipe value can be "
                     "overridden with --key-name value.")
-    result.add_argument("--recipe", default="deit", help=f"one of {', '.join(recipe_names())}")
+    result.add_argument("--recipe", default=None,
+                        help=f"one of {', '.join(recipe_names())} (default: deit, on ImageNet)")
     result.add_argument("--fresh", action="store_true",
-                        help="discard an existing run in the output directory instead of resuming it")
+                        help="start over: remove what a run wrote in the output directory (a "
+                             "directory a run marked as its own) instead of resuming it")
+    result.add_argument("--debug", action="store_true",
+                        help="show the traceback of a failure (also FFZOO_DEBUG=1)")
     for key, (kind, _, text) in SCHEMA.items():
         result.add_argument("--" + key.replace("_", "-"), dest=key, type=_parse(kind, key),
                             default=argparse.SUPPRESS, help=text)
@@ -128,6 +133,8 @@ def parser():
 def resolve(argv=None):
     """`(config, args)` from the command line."""
     args = parser().parse_args(argv)
+    chosen = args.recipe is not None or hasattr(args, "data")
+    args.recipe = args.recipe or "deit"
     config = load_recipe(args.recipe)
     for key in SCHEMA:
         if hasattr(args, key):
@@ -136,23 +143,77 @@ def resolve(argv=None):
     if config["output"] is None:
         config["output"] = os.path.join("runs", f"{args.recipe}-{config['model']}")
     validate(config)
+    if not chosen:
+        raise ConfigError(NO_DATA)
     return config, args
 
 
+NO_DATA = (
+    "No data given: the default recipe (deit) trains on ImageNet. Pass --data imagenet2012 "
+    "--manual-dir DIR (DIR holding ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar, which "
+    "TFDS prepares once; --data-dir says where), or --data FOLDER (train/ and validation/ "
+    "folders of class sub-folders; --eval-split names another). For the embedded run on "
+    "scikit-learn's digits (no download): bin/demo, or --recipe digits.")
+
+
+def _finite(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) \
+        and abs(value) <= _FLOAT32_MAX
+
+
+_FLOAT32_MAX = 3.4028234663852886e38
+
+
 def validate(config):
-    checks = [
-        (config["precision"] in ("float32", "mixed_bfloat16", "mixed_float16"),
-         f"precision must be float32, mixed_bfloat16 or mixed_float16; got {config['precision']!r}"),
-        (config["lr_schedule_unit"] in ("epoch", "step"), "lr_schedule_unit must be 'epoch' or 'step'"),
-        (config["jit_compile"] in ("auto", "true", "false"), "jit_compile must be auto, true or false"),
-        (config["epochs"] >= 1, "epochs must be >= 1"),
-        (config["batch_size"] >= 1 and config["eval_batch_size"] >= 1, "batch sizes must be >= 1"),
-        (config["repeated_augmentation"] >= 1, "repeated_augmentation must be >= 1"),
-        (config["eval_every"] >= 1, "eval_every must be >= 1"),
-    ]
-    problems = [message for ok, message in checks if not ok]
+    """Refuses every value out of its range, naming the flag (ConfigError, one line)."""
+    c = config
+    flag = lambda key: "--" + key.replace("_", "-")
+    problems = []
+
+    def need(ok, key, what):
+        if not ok:
+            problems.append(f"{flag(key)} must be {what}; got {c[key]!r}")
+
+    def number(key, low, high, low_open=False, high_open=False, optional=False):
+        value = c[key]
+        if value is None and optional:
+            return
+        ok = _finite(value) and (value > low if low_open else value >= low) and (
+            high is None or (value < high if high_open else value <= high))
+        if high is None:
+            interval = ("> " if low_open else ">= ") + f"{low}"
+        else:
+            interval = "in " + ("(" if low_open else "[") + f"{low}, {high}" + (")" if high_open else "]")
+        need(ok, key, f"a finite number {interval}" + (" or none" if optional else ""))
+
+    need(c["precision"] in ("float32", "mixed_bfloat16", "mixed_float16"), "precision",
+         "float32, mixed_bfloat16 or mixed_float16")
+    need(c["lr_schedule_unit"] in ("epoch", "step"), "lr_schedule_unit", "epoch or step")
+    need(c["jit_compile"] in ("auto", "true", "false"), "jit_compile", "auto, true or false")
+    for key in ("epochs", "batch_size", "eval_batch_size", "repeated_augmentation", "eval_every",
+                "image_size", "lr_batch_reference"):
+        need(isinstance(c[key], int) and c[key] >= 1, key, "an integer >= 1")
+    need(c["steps_per_epoch"] is None or (isinstance(c["steps_per_epoch"], int)
+                                          and c["steps_per_epoch"] >= 1),
+         "steps_per_epoch", "an integer >= 1 or none")
+    number("lr", 0, None, low_open=True)
+    for key in ("warmup_lr", "min_lr", "weight_decay", "warmup_epochs", "mixup_alpha", "cutmix_alpha"):
+        number(key, 0, None)
+    number("adam_epsilon", 0, None, low_open=True)
+    number("clip_norm", 0, None, low_open=True, optional=True)
+    for key in ("adam_beta1", "adam_beta2", "label_smoothing", "drop_rate", "drop_path_rate"):
+        number(key, 0, 1, high_open=True)
+    number("ema_decay", 0, 1, high_open=True, optional=True)
+    for key in ("mix_probability", "switch_probability", "random_erasing", "hflip"):
+        number(key, 0, 1)
+    number("crop_pct", 0, 1, low_open=True)
+    for key, high in (("crop_scale", 1), ("crop_ratio", None)):
+        value = c[key]
+        need(isinstance(value, (tuple, list)) and len(value) == 2 and all(_finite(v) for v in value)
+             and 0 < value[0] <= value[1] and (high is None or value[1] <= high), key,
+             "two numbers low,high with 0 < low <= high" + (f" <= {high}" if high else ""))
     if problems:
-        raise ConfigError("; ".join(problems))
+        raise ConfigError("; ".join(problems) + ".")
 
 
 def saved_differences(config, path):
@@ -160,4 +221,9 @@ def saved_differences(config, path):
     with open(path) as f:
         saved = json.load(f)
     normal = json.loads(json.dumps(config))
-    return sorted(k for k in set(saved) | set(normal) if saved.get(k) != normal.get(k))
+    if not isinstance(saved, dict):
+        raise ValueError("not a configuration")
+    # The output directory is where the run is, whatever its spelling (relative,
+    # absolute, trailing /), not part of what the run is.
+    keys = (set(saved) | set(normal)) - {"output"}
+    return sorted(k for k in keys if saved.get(k) != normal.get(k))

@@ -85,8 +85,9 @@ def _jax_plan(choice):
     return Plan("data_parallel", jax.device_count(), host_index=jax.process_index())
 
 
-def plan(choice, global_batch):
-    """Sets up the distribution for this backend and checks the global batch fits it."""
+def plan(choice, global_batch, eval_batch=None):
+    """Sets up the distribution for this backend and checks the global training and
+    evaluation batches divide over its devices."""
     backend = keras.backend.backend()
     if choice not in CHOICES:
         raise ValueError(f"--distribute must be one of {', '.join(CHOICES)}; got {choice!r}.")
@@ -104,11 +105,18 @@ def plan(choice, global_batch):
         result = _jax_plan(choice)
     else:
         result = Plan("none", 1)
-    if global_batch % result.replicas:
-        raise ValueError(
-            f"The global batch size {global_batch} does not divide over the {result.replicas} "
-            f"devices of '{result.name}': use a multiple of {result.replicas}.")
+    check_batches(result, global_batch, eval_batch)
     return result
+
+
+def check_batches(plan, global_batch, eval_batch=None):
+    """Refuses a global training or evaluation batch that does not divide over the plan's
+    devices (each replica gets the same share)."""
+    for flag, batch in (("--batch-size", global_batch), ("--eval-batch-size", eval_batch)):
+        if batch is not None and batch % plan.replicas:
+            raise ValueError(
+                f"{flag} {batch} does not divide over the {plan.replicas} devices of "
+                f"'{plan.name}': use a multiple of {plan.replicas}.")
 
 
 def build_from_spec(model, element_spec, strategy):

@@ -22,7 +22,8 @@ import keras
 import ffzoo
 from training import digits
 from training.callbacks import write_json
-from training.train import evaluate
+from training.config import ConfigError
+from training.train import EXPECTED_ERRORS, debugging, evaluate, one_line
 
 
 def parser():
@@ -39,7 +40,22 @@ def parser():
     result.add_argument("--crop-pct", type=float, default=None, help="default: 0.875 (DeiT)")
     result.add_argument("--precision", default="float32", choices=["float32", "mixed_bfloat16", "mixed_float16"])
     result.add_argument("--output", help="write the result as JSON here")
+    result.add_argument("--debug", action="store_true",
+                        help="show the traceback of a failure (also FFZOO_DEBUG=1)")
     return result
+
+
+def validate(args):
+    """Refuses out-of-range values up front, naming the flag (ConfigError, one line)."""
+    problems = []
+    if args.batch_size < 1:
+        problems.append(f"--batch-size must be an integer >= 1; got {args.batch_size}")
+    if args.image_size is not None and args.image_size < 1:
+        problems.append(f"--image-size must be an integer >= 1; got {args.image_size}")
+    if args.crop_pct is not None and not 0 < args.crop_pct <= 1:  # NaN fails too
+        problems.append(f"--crop-pct must be a number in (0, 1]; got {args.crop_pct}")
+    if problems:
+        raise ConfigError("; ".join(problems) + ".")
 
 
 def run(args):
@@ -75,12 +91,21 @@ def run(args):
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser().parse_args(argv)
     try:
+        validate(args)
         run(args)
-    except (ValueError, FileNotFoundError) as error:
-        print(f"training.evaluate: {error}", file=sys.stderr)
+    except EXPECTED_ERRORS as error:  # one line; --debug / FFZOO_DEBUG=1: the traceback
+        if debugging(argv):
+            raise
+        print(f"training.evaluate: {one_line(error)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        if debugging(argv):
+            raise
+        print("training.evaluate: interrupted.", file=sys.stderr)
+        return 130
     return 0
 
 

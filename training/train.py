@@ -5,15 +5,18 @@
         --data imagenet2012 --data-dir D --batch-size 1024 --precision mixed_bfloat16 \
         --output runs/tiny
 
-Running the same command again resumes the run in `--output` from its last epoch
-backup (optimizer, schedule and epoch counter included). The run directory holds:
-config.json, backup/ (resume state), log.csv, curves.png, tensorboard/,
+Running the same command again resumes the run in `--output` from its newest intact
+epoch backup (optimizer, schedule and epoch counter included). The run directory holds:
+.ffzoo-run (its mark; --fresh clears only marked directories, and only what a run
+wrote), config.json, backup/ (the last two epochs), log.csv, curves.png, tensorboard/,
 model.weights.h5 (final), model_ema.weights.h5 (with --ema-decay), summary.json.
+Failures are one line (exit status 2); --debug or FFZOO_DEBUG=1 shows the traceback.
 See training/README.md.
 """
 
 import json
 import os
+import re
 import shutil
 import statistics
 import sys
@@ -151,24 +154,81 @@ def _jit(config):
     return {"auto": "auto", "true": True, "false": False}[config["jit_compile"]]
 
 
+# What a run writes in its directory; `--fresh` removes these and nothing else.
+MARKER = ".ffzoo-run"
+RUN_FILES = (MARKER, "config.json", "backup", "log.csv", "curves.png", "tensorboard",
+             "model.weights.h5", "model_ema.weights.h5", "summary.json")
+
+
+def _run_owned(name):
+    """Whether `name` in a run directory is a run's: its files, the folders of other
+    hosts (`worker-<index>`), and temporary files of killed writes."""
+    return name in RUN_FILES or re.fullmatch(r"worker-\d+", name) or cb.is_partial(name)
+
+
+def _is_run_directory(path):
+    """A run marked it (MARKER), or it holds a run's config.json (runs from before the marker)."""
+    if os.path.exists(os.path.join(path, MARKER)):
+        return True
+    try:
+        with open(os.path.join(path, "config.json")) as f:
+            saved = json.load(f)
+    except (OSError, ValueError):
+        return False
+    return isinstance(saved, dict) and set(saved) >= {"recipe", "model", "output", "epochs", "lr"}
+
+
+def _clear_run(output):
+    """`--fresh`: removes what a run wrote in `output`, refusing if it holds anything else."""
+    foreign = sorted(name for name in os.listdir(output) if not _run_owned(name))
+    if foreign:
+        raise cfg.ConfigError(
+            f"--fresh refused: {output} holds files that a training run did not write "
+            f"({', '.join(foreign[:5])}{', ...' if len(foreign) > 5 else ''}); move them out "
+            "or choose another --output.")
+    for name in os.listdir(output):  # other hosts clear their own worker-* folders
+        path = os.path.join(output, name)
+        if name != MARKER and not name.startswith("worker-"):
+            shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+
+
 def _prepare_output(config, fresh, worker=0):
     """The run directory of this host, checked against (or cleared of) an earlier run.
 
-    With several hosts the chief (host 0) owns `config["output"]`; every other host
-    keeps its own backups and files in its `worker-<index>/` inside it.
+    A run writes only into a new or empty directory, or into one that a run marked
+    as its own (MARKER); `--fresh` removes only the files a run writes. With several
+    hosts the chief (host 0) owns `config["output"]`; every other host keeps its own
+    backups and files in its `worker-<index>/` inside it.
     """
     output = config["output"]
     if worker:
         output = os.path.join(output, f"worker-{worker}")
-    if fresh and os.path.exists(output):
-        for entry in os.listdir(output):  # other hosts clear their own worker-* folders
-            path = os.path.join(output, entry)
-            if not entry.startswith("worker-"):
-                shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+    if os.path.exists(output) and not os.path.isdir(output):
+        raise cfg.ConfigError(f"--output {output} is a file, not a directory.")
+    others = [n for n in os.listdir(output) if not re.fullmatch(r"worker-\d+", n)] \
+        if os.path.isdir(output) else []
+    if others and not _is_run_directory(output):
+        raise cfg.ConfigError(
+            f"{output} is not empty and is not a training run directory (no {MARKER} file): "
+            "a run writes, resumes and (--fresh) clears only directories that a run created. "
+            "Choose a new or empty --output.")
+    if fresh and others:
+        _clear_run(output)
     os.makedirs(output, exist_ok=True)
+    marker = os.path.join(output, MARKER)
+    if not os.path.exists(marker):
+        with open(marker, "w") as f:
+            f.write("A training run directory (python -m training.train); --fresh removes only "
+                    "the files a run writes here.\n")
+    cb.remove_partials(output)
+    cb.remove_partials(os.path.join(output, "backup"))
     config_path = os.path.join(output, "config.json")
     if os.path.exists(config_path):
-        differences = cfg.saved_differences(config, config_path)
+        try:
+            differences = cfg.saved_differences(config, config_path)
+        except (OSError, ValueError) as error:
+            raise cfg.ConfigError(f"{config_path} is unreadable ({error}): pass --fresh to start "
+                                  "over, or another --output.") from error
         if differences:
             raise cfg.ConfigError(
                 f"{output} holds a run with a different configuration ({', '.join(differences)}). "
@@ -182,16 +242,20 @@ def run(config, fresh=False):
     started = time.perf_counter()
     keras.config.set_dtype_policy(config["precision"])
     keras.utils.set_random_seed(config["seed"])
-    plan = distribute.plan(config["distribute"], config["batch_size"])
+    plan = distribute.plan(config["distribute"], config["batch_size"], config["eval_batch_size"])
     output = _prepare_output(config, fresh, worker=plan.host_index)
     summary_path = os.path.join(output, "summary.json")
     if os.path.exists(summary_path):
-        with open(summary_path) as f:
-            summary = json.load(f)
-        print(f"{output} is a finished run (top-1 {summary['top1']:.2%}); --fresh trains it again.")
-        return summary
+        try:
+            with open(summary_path) as f:
+                summary = json.load(f)
+            print(f"{output} is a finished run (top-1 {summary['top1']:.2%}); --fresh trains it again.")
+            return summary
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            print(f"{summary_path} is unreadable ({error}); finishing the run again.")
 
-    backup = cb.Backup(os.path.join(output, "backup"))
+    nan_stop = cb.StopOnNaN()
+    backup = cb.Backup(os.path.join(output, "backup"), guard=nan_stop)
     # A resumed run draws a new data order (the seed moves on by the epochs done).
     train, evaluation = load_data(config, plan.replicas, seed_offset=backup.saved_epochs())
     classes = train.num_classes
@@ -217,9 +281,9 @@ def run(config, fresh=False):
         print(f"Resuming from the backup of epoch {initial_epoch}.")
 
     raw_weights = cb.RawWeights()
-    nan_stop = cb.StopOnNaN()
     throughput = cb.Throughput(config["batch_size"])
     fit_callbacks = [
+        # StopOnNaN checks each epoch's end state before Backup writes it.
         cb.LearningRate(schedule), throughput, nan_stop, backup, cb.RunFiles(backup, output),
         keras.callbacks.TensorBoard(os.path.join(output, "tensorboard")),
         train.callback(), evaluation.callback(),
@@ -238,11 +302,13 @@ def run(config, fresh=False):
                       shuffle=False, verbose=1 if sys.stdout.isatty() else 2)
     if nan_stop.failure:
         raise FloatingPointError(
-            f"Training stopped: {nan_stop.failure}. The last good state is the backup of "
-            f"epoch {backup.epochs_done} in {output}/backup.")
+            f"Training stopped: {nan_stop.failure}. " + (
+                f"The last good state is the backup of epoch {backup.epochs_done} in {output}/backup."
+                if backup.epochs_done else "No epoch ended in a finite state: there is no backup."))
 
     if raw_weights.weights is not None:
         model.set_weights(raw_weights.weights)  # fit ended by loading the EMA weights
+    cb.check_finite_weights(model, os.path.join(output, "model.weights.h5"))
     cb.write_atomically(os.path.join(output, "model.weights.h5"), model.save_weights)
     print("Evaluating the final weights on the whole evaluation split.")
     result = evaluate(model, evaluation)
@@ -259,6 +325,7 @@ def run(config, fresh=False):
     if config["ema_decay"] is not None:  # evaluated apart: DeiT reports the raw weights
         raw = model.get_weights()
         optimizer.finalize_variable_values(model.trainable_variables)
+        cb.check_finite_weights(model, os.path.join(output, "model_ema.weights.h5"))
         cb.write_atomically(os.path.join(output, "model_ema.weights.h5"), model.save_weights)
         ema = evaluate(model, evaluation)
         summary.update(ema_top1=ema["top1"], ema_top5=ema["top5"])
@@ -277,13 +344,38 @@ def _median_throughput(history):
     return statistics.median(rates) if rates else None
 
 
+# Failures a user can cause or meet (bad values, missing or unreadable files, a diverged
+# run): one line and exit status 2. --debug or FFZOO_DEBUG=1 shows the traceback instead.
+EXPECTED_ERRORS = (ValueError, OSError, FloatingPointError)
+
+
+def debugging(argv):
+    return "--debug" in argv or os.environ.get("FFZOO_DEBUG", "") not in ("", "0")
+
+
+def one_line(error):
+    text = " ".join(str(error).split())
+    if isinstance(error, OSError) and not isinstance(error, FileNotFoundError) and text:
+        return f"{type(error).__name__}: {text}"
+    return text or type(error).__name__
+
+
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
     try:
         config, args = cfg.resolve(argv)
         run(config, fresh=args.fresh)
-    except (cfg.ConfigError, ValueError, FloatingPointError) as error:
-        print(f"training.train: {error}", file=sys.stderr)
+    except EXPECTED_ERRORS as error:
+        if debugging(argv):
+            raise
+        print(f"training.train: {one_line(error)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        if debugging(argv):
+            raise
+        print("training.train: interrupted; the same command resumes from the last backup.",
+              file=sys.stderr)
+        return 130
     return 0
 
 
