@@ -16,7 +16,6 @@ import os
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 
 from tests.conftest import BACKEND, ROOT

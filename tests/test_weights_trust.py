@@ -21,7 +21,7 @@ import torch
 
 import ffzoo
 from ffzoo.weights import ConversionError, NonFiniteWeightsWarning, UnsafeCheckpointError
-from ffzoo.weights import convert, download, loading, presets
+from ffzoo.weights import download, loading, presets
 from ffzoo.weights import pth as ffpth
 from tests.conftest import ROOT
 from tests.reference import torch_ffvit

@@ -14,7 +14,6 @@ Without `--data`, the held-out split of the embedded digits set is used.
 """
 
 import argparse
-import json
 import sys
 
 import keras

@@ -17,7 +17,6 @@ import pickle
 import pickletools
 import zipfile
 
-import numpy as np
 
 PTH_EXTRA_HINT = (
     "Reading .pth checkpoints needs PyTorch: pip install 'ffzoo[pth]' (CPU is enough), "
