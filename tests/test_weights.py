@@ -1,11 +1,8 @@
 """Published weights: exact conversion, strictness, safety, and the download path."""
 
-import contextlib
 import functools
-import http.server
 import os
 import pickle
-import threading
 
 import numpy as np
 import pytest
@@ -15,6 +12,7 @@ import ffzoo
 from ffzoo.weights import ConversionError, UnsafeCheckpointError, convert, download, presets
 from ffzoo.weights import pth as ffpth
 from tests.conftest import BACKEND, python_without, run_python
+from tests import loopback
 from tests.reference import torch_ffvit
 
 TINY = dict(patch_size=16, embed_dim=192, depth=12)
@@ -187,36 +185,6 @@ def test_manifest_rows_match_the_registry():
 # The download path, against a loopback HTTP server.
 
 
-class _Handler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
-
-    def do_GET(self):
-        self.server.requests.append(self.path)
-        if self.path.strip("/") in self.server.short_reads:
-            data = (self.server.root / self.path.strip("/")).read_bytes()
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(data)))  # promises more than it sends
-            self.end_headers()
-            self.wfile.write(data[: len(data) // 3])
-            return
-        super().do_GET()
-
-
-@contextlib.contextmanager
-def _serve(root):
-    server = http.server.ThreadingHTTPServer(
-        ("127.0.0.1", 0), functools.partial(_Handler, directory=str(root)))
-    server.root, server.requests, server.short_reads = root, [], set()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
 @pytest.fixture
 def mirror(tiny_checkpoint, tmp_path, monkeypatch):
     root = tmp_path / "mirror"
@@ -224,7 +192,7 @@ def mirror(tiny_checkpoint, tmp_path, monkeypatch):
     os.link(tiny_checkpoint[0], root / "linear-tiny-checkpoint.pth")
     home = tmp_path / "keras_home"
     monkeypatch.setenv("KERAS_HOME", str(home))
-    with _serve(root) as server:
+    with loopback.serve(root) as server:
         monkeypatch.setenv(download.MIRROR_ENV, f"http://127.0.0.1:{server.server_port}/")
         yield server, home / "models" / "ffzoo"
 

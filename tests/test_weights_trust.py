@@ -4,14 +4,10 @@ Everything runs against FF-Micro (1.1M parameters, 32 x 32 images) dressed up as
 published preset, a loopback HTTP server or a `file://` mirror: no network, nothing big.
 """
 
-import contextlib
-import functools
-import http.server
 import os
 import pickle
 import subprocess
 import sys
-import threading
 import time
 import warnings
 
@@ -24,6 +20,7 @@ from ffzoo.weights import ConversionError, NonFiniteWeightsWarning, UnsafeCheckp
 from ffzoo.weights import download, loading, presets
 from ffzoo.weights import pth as ffpth
 from tests.conftest import ROOT
+from tests import loopback
 from tests.reference import torch_ffvit
 
 MICRO = "ffvit_micro_patch4_32"
@@ -191,32 +188,6 @@ def test_bad_weights_h5_is_a_value_error_naming_the_path(tmp_path):
 # The cache and the download itself (no model: once).
 
 
-class _Handler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
-
-    def do_GET(self):
-        self.server.requests.append(self.path)
-        if "stall" in self.path:
-            self.server.release.wait(20)  # a mirror that accepts and never answers
-            return
-        super().do_GET()
-
-
-@contextlib.contextmanager
-def _serve(root):
-    server = http.server.ThreadingHTTPServer(
-        ("127.0.0.1", 0), functools.partial(_Handler, directory=str(root)))
-    server.requests, server.release = [], threading.Event()
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield server
-    finally:
-        server.release.set()
-        server.shutdown()
-        server.server_close()
-
-
 def _fake_preset(file_name):
     return {"name": "fake.test", "model": "fake_model", "file_name": file_name,
             "source_url": "http://127.0.0.1:9/" + file_name, "sha256": None}
@@ -239,7 +210,7 @@ def test_pin_variable_spelling():
 @pytest.mark.once
 def test_stalled_mirror_is_an_error_after_the_timeout(home, tmp_path, monkeypatch):
     monkeypatch.setenv(download.TIMEOUT_ENV, "1")
-    with _serve(tmp_path) as server:
+    with loopback.serve(tmp_path) as server:
         monkeypatch.setenv(download.MIRROR_ENV, f"http://127.0.0.1:{server.server_port}/")
         started = time.monotonic()
         with pytest.raises(download.DownloadError, match=r"Cannot download http://127.0.0.1:\d+/"
@@ -251,7 +222,7 @@ def test_stalled_mirror_is_an_error_after_the_timeout(home, tmp_path, monkeypatc
 
 @pytest.mark.once
 def test_missing_file_says_what_to_do(home, tmp_path, monkeypatch):
-    with _serve(tmp_path) as server:
+    with loopback.serve(tmp_path) as server:
         monkeypatch.setenv(download.MIRROR_ENV, f"http://127.0.0.1:{server.server_port}/")
         with pytest.raises(download.DownloadError) as error:
             download.fetch(_fake_preset("absent.pth"), read=lambda path, digest: path)
@@ -267,7 +238,7 @@ def test_missing_file_says_what_to_do(home, tmp_path, monkeypatch):
 def test_pinned_hash_is_enforced_on_download(home, tmp_path, monkeypatch):
     (tmp_path / "file.pth").write_bytes(b"poisoned")
     monkeypatch.setenv("FFZOO_WEIGHTS_SHA256_FAKE_TEST", "ab" * 32)
-    with _serve(tmp_path) as server:
+    with loopback.serve(tmp_path) as server:
         monkeypatch.setenv(download.MIRROR_ENV, f"http://127.0.0.1:{server.server_port}/")
         with pytest.raises(ValueError, match="FFZOO_WEIGHTS_SHA256_FAKE_TEST expects abab"):
             download.fetch(_fake_preset("file.pth"), read=lambda path, digest: pytest.fail("read"))
@@ -306,7 +277,7 @@ def test_cache_never_falls_back_to_a_shared_directory(tmp_path, monkeypatch):
 def test_unwritable_cache_is_an_error_before_downloading(tmp_path, monkeypatch):
     (tmp_path / "file").write_text("")
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "file" / "keras"))
-    with _serve(tmp_path) as server:
+    with loopback.serve(tmp_path) as server:
         monkeypatch.setenv(download.MIRROR_ENV, f"http://127.0.0.1:{server.server_port}/")
         with pytest.raises(ValueError, match=r"weights cache .* is not writable.*KERAS_HOME"):
             download.fetch(_fake_preset("file"), read=lambda path, digest: path)
