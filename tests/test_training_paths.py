@@ -32,6 +32,9 @@ def ten_class_file(nano, tmp_path):
     """A `.weights.h5` of the nano model with a 10-class head (the folder has 4 classes)."""
     keras.utils.set_random_seed(5)
     source = ffzoo.create_model(nano, classes=10, classifier_activation=None)
+    rng = np.random.default_rng(5)  # no weight at its initial value (LayerNorms start at 1, 0)
+    for variable in source.weights:
+        variable.assign(rng.normal(0, 0.05, variable.shape).astype("float32") + 0.5)
     path = str(tmp_path / "nano10.weights.h5")
     source.save_weights(path)
     return path, _weights_by_layer(source)
