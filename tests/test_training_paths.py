@@ -4,7 +4,6 @@ the device-count checks of `--distribute`, the rest of `config.validate`, `--cli
 `--jit-compile`, and the one-line errors of train.py, evaluate.py and distribute.py."""
 
 import json
-import os
 import sys
 import types
 
