@@ -105,10 +105,11 @@ def _parse(kind, key):
                 return True
             if text.lower() in ("0", "false", "no", "off"):
                 return False
-            raise argparse.ArgumentTypeError(f"--{key}: expected true or false, got {text!r}")
+            raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
         if kind is tuple:
             return tuple(float(v) for v in text.split(","))
         return kind(text)
+    parse.__name__ = "low,high" if kind is tuple else kind.__name__  # argparse: "invalid int value"
     return parse
 
 
@@ -164,6 +165,10 @@ def _finite(value):
 _FLOAT32_MAX = 3.4028234663852886e38
 
 
+def _integer(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def validate(config):
     """Refuses every value out of its range, naming the flag (ConfigError, one line)."""
     c = config
@@ -192,8 +197,8 @@ def validate(config):
     need(c["jit_compile"] in ("auto", "true", "false"), "jit_compile", "auto, true or false")
     for key in ("epochs", "batch_size", "eval_batch_size", "repeated_augmentation", "eval_every",
                 "image_size", "lr_batch_reference"):
-        need(isinstance(c[key], int) and c[key] >= 1, key, "an integer >= 1")
-    need(c["steps_per_epoch"] is None or (isinstance(c["steps_per_epoch"], int)
+        need(_integer(c[key]) and c[key] >= 1, key, "an integer >= 1")
+    need(c["steps_per_epoch"] is None or (_integer(c["steps_per_epoch"])
                                           and c["steps_per_epoch"] >= 1),
          "steps_per_epoch", "an integer >= 1 or none")
     number("lr", 0, None, low_open=True)

@@ -78,10 +78,16 @@ def build_model(config, classes):
     try:
         return ffzoo.create_model(config["model"], weights=weights, **kwargs)
     except ValueError as error:
-        if "classes=" not in str(error):
+        if weights == "imagenet" and "classes=" not in str(error):
             raise
+        failure = error
+    try:  # a file's classifier may have another class count: its backbone must fit
+        backbone = ffzoo.create_model(config["model"], weights=weights, include_top=False)
+    except ValueError:
+        if weights == "imagenet":
+            raise
+        raise failure from None  # the file is not this model's: say why it did not load
     model = ffzoo.create_model(config["model"], **kwargs)
-    backbone = ffzoo.create_model(config["model"], weights=weights, include_top=False)
     for layer in backbone.layers:
         if layer.weights:
             model.get_layer(layer.name).set_weights(layer.get_weights())
@@ -260,6 +266,10 @@ def run(config, fresh=False):
     train, evaluation = load_data(config, plan.replicas, seed_offset=backup.saved_epochs())
     classes = train.num_classes
     steps = config["steps_per_epoch"] or train.steps_per_epoch
+    if train.steps_per_epoch == 0:  # training drops the last partial batch: none is left
+        raise cfg.ConfigError(
+            f"The training split has {train.num_examples} images, fewer than one batch of "
+            f"{train.batch_size}: pass a smaller --batch-size.")
     if not steps:
         raise cfg.ConfigError("The training split's size is unknown: pass --steps-per-epoch.")
     print(f"Training {config['model']} on {train.source.description}: {train.num_examples} images, "
