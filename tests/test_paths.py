@@ -254,11 +254,10 @@ def test_tfds_prefix_forces_tfds(tmp_path, monkeypatch):
 
 
 @pytest.mark.once
-@pytest.mark.parametrize("hosts", [5])
-def test_more_hosts_than_tfrecord_files_is_an_error(tmp_path, hosts):
+def test_more_hosts_than_tfrecord_files_is_an_error(tmp_path):
     _write_tfrecords(tmp_path)
     with pytest.raises(fd.DataSourceError, match=r"Cannot shard 4 files of .*data-\* over 5 hosts\."):
-        fd.load(f"{tmp_path}/data-*", shard=(0, hosts), **_RECORD_OPTIONS)
+        fd.load(f"{tmp_path}/data-*", shard=(0, 5), **_RECORD_OPTIONS)
 
 
 def _image_folder(root, classes=("c0", "c1")):
@@ -380,7 +379,7 @@ def test_augment_settings_from_a_dict():
     ("auto-m9-inc1", r"Unknown RandAugment policy 'auto-m9-inc1': it must start with 'rand-'\."),
     ("rand-m9-w3-inc1", r"Unknown RandAugment option 'w3' in 'rand-m9-w3-inc1'\."),
     ("rand-m9-inc0", r"'rand-m9-inc0': only the increasing op set \('inc1', DeiT's\) is implemented\."),
-])
+], ids=["not rand", "unknown option", "inc0"])
 def test_randaugment_policy_errors(policy, message):
     from ffzoo.data import randaugment
 
@@ -465,7 +464,7 @@ MODEL_ERRORS = [
     ("FFViT", dict(image_size=32.0), r"image_size must be an integer >= patch size 4; got 32\.0\."),
     ("FFViT", dict(input_shape=(32, 32, 0)), r"input_shape \(32, 32, 0\) has no channels\."),
     ("DeiT", dict(attention_dropout_rate=1.0), r"attention_dropout_rate must be a number in \[0, 1\); got 1\.0\."),
-    ("DeiT", dict(attention_dropout_rate=True), r"attention_dropout_rate must be a number in \[0, 1\); got True\."),
+    ("DeiT", dict(attention_dropout_rate=False), r"attention_dropout_rate must be a number in \[0, 1\); got False\."),
     ("DeiT", dict(input_shape=(64, 3, 3)), r"input_shape \(64, 3, 3\) is smaller than one 4 x 4 patch\."),
     ("DeiT", dict(pooling="avg"), r"pooling='avg' needs include_top=False"),
     ("DeiT", dict(drop_path_rate=-0.5), r"drop_path_rate must be a number in \[0, 1\)"),
