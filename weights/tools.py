@@ -39,6 +39,9 @@ def render_table(rows):
 
 
 def readme_with_table(readme_text, rows):
+    if BEGIN not in readme_text or END not in readme_text.split(BEGIN, 1)[1]:
+        raise ValueError(f"{README} has no presets table: put the lines {BEGIN!r} and {END!r} "
+                         "where it goes.")
     head, rest = readme_text.split(BEGIN, 1)
     _, tail = rest.split(END, 1)
     return f"{head}{BEGIN}\n{render_table(rows)}\n{END}{tail}"
@@ -67,9 +70,11 @@ def cmd_hash(args):
     manifest = _load()
     row = _row(manifest, args.preset)
     row["sha256"] = sha256_of(args.file)
+    readme = readme_with_table(README.read_text(), manifest["presets"])  # before writing anything
     MANIFEST.write_text(json.dumps(manifest, indent=2) + "\n")
+    README.write_text(readme)
     print(f"{row['name']}: sha256 {row['sha256']}")
-    cmd_table(args)
+    print(f"wrote the presets table of {README}")
 
 
 def cmd_verify(args):
@@ -81,14 +86,17 @@ def cmd_verify(args):
     from tests.reference.torch_ffvit import FFViT as TorchFFViT
 
     row = _row(_load(), args.preset)
-    state = ffzoo.weights.read_state_dict(args.file)
+    state = ffzoo.weights.read_state_dict(args.file, ema=row.get("source_entry") == "model_ema")
     dims = ffzoo.models.ffvit.FFVIT_VARIANTS[row["model"]]
     reference = TorchFFViT(patch_size=dims["patch_size"], embed_dim=dims["embed_dim"],
-                           depth=dims["depth"], num_classes=row["classes"]).eval()
+                           depth=dims["depth"], mlp_ratio=dims["mlp_ratio"],
+                           num_classes=row["classes"], image_size=dims["image_size"],
+                           pos_grid=dims["pos_grid_size"]).eval()
     reference.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
-    model = ffzoo.create_model(row["model"], weights=args.file, classes=row["classes"],
-                               classifier_activation=None)
-    images = np.random.default_rng(0).standard_normal((4, 224, 224, 3)).astype("float32")
+    model = ffzoo.create_model(row["model"], classes=row["classes"], classifier_activation=None)
+    ffzoo.weights.convert.load_ffvit_state_dict(model, state, source=args.file)
+    size = dims["image_size"]
+    images = np.random.default_rng(0).standard_normal((4, size, size, 3)).astype("float32")
     with torch.no_grad():
         want = reference(torch.from_numpy(images.transpose(0, 3, 1, 2))).numpy()
     diff = float(np.abs(model.predict(images, verbose=0) - want).max())
@@ -109,7 +117,10 @@ def main(argv=None):
         sub.add_argument("file")
         sub.set_defaults(run=run)
     args = parser.parse_args(argv)
-    args.run(args)
+    try:
+        args.run(args)
+    except ValueError as error:  # a bad file or README: one line, no traceback
+        sys.exit(f"python -m weights.tools {args.command}: {error}")
 
 
 if __name__ == "__main__":

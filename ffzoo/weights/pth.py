@@ -135,7 +135,7 @@ def read_state_dict(path, ema=False):
                 "state_dict saved with torch.save)."
             ) from None
         raise ValueError(f"Cannot read {path} as a PyTorch checkpoint: damaged or not a "
-                         f"checkpoint ({_first_line(error)}).") from None
+                         f"checkpoint ({_unpickling_reason(error)}).") from None
     except (RuntimeError, EOFError, OSError, ValueError) as error:
         raise ValueError(
             f"Cannot read {path} as a PyTorch checkpoint (truncated or not a "
@@ -147,6 +147,18 @@ def read_state_dict(path, ema=False):
 def _first_line(error):
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
+
+
+def _unpickling_reason(error):
+    """What torch's weights-only unpickler objected to, without its advice to load
+    with `weights_only=False` (which would run the file's code)."""
+    text = str(error)
+    marker = "WeightsUnpickler error:"
+    if marker in text:
+        lines = [line.strip() for line in text.split(marker, 1)[1].splitlines() if line.strip()]
+        if lines:
+            return lines[0]
+    return _first_line(error)
 
 
 def _describe(value):
