@@ -40,6 +40,18 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+def pytest_sessionfinish(session):
+    """Under pytest-xdist (`bin/test` runs two workers) a worker hands its figures to the
+    controlling process, which prints them all."""
+    if hasattr(session.config, "workeroutput"):
+        session.config.workeroutput["ffzoo_measurements"] = list(_MEASUREMENTS)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):
+    _MEASUREMENTS.extend(tuple(m) for m in getattr(node, "workeroutput", {}).get("ffzoo_measurements", []))
+
+
 def pytest_terminal_summary(terminalreporter):
     if _MEASUREMENTS:
         terminalreporter.section(f"measurements, backend {BACKEND}")

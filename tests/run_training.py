@@ -4,8 +4,7 @@
     python -m tests.run_training --compare DISTRIBUTE [arguments]
 
 `--compare` trains twice in one process, on one device and then with DISTRIBUTE, and
-prints one JSON line with both loss histories. `FFZOO_TEST_CPUS=N` splits the CPU into
-N logical TensorFlow devices first (TensorFlow backend).
+prints one JSON line with both loss histories.
 
 `FFZOO_TEST_CLUSTER=DIR:INDEX:COUNT`: this process is worker INDEX of COUNT local
 MultiWorkerMirrored workers: it picks a free port itself, reports it in DIR, and builds
@@ -15,13 +14,6 @@ TF_CONFIG from the ports every worker reported.
 import json
 import os
 import sys
-
-if os.environ.get("FFZOO_TEST_CPUS"):
-    import tensorflow as tf
-
-    cpu = tf.config.list_physical_devices("CPU")[0]
-    tf.config.set_logical_device_configuration(
-        cpu, [tf.config.LogicalDeviceConfiguration()] * int(os.environ["FFZOO_TEST_CPUS"]))
 
 import ffzoo
 from ffzoo.models.registry import _DIMS, _MODELS, register_model

@@ -364,6 +364,7 @@ def _batches(pipe, count=3):
     return [(x.numpy(), y.numpy()) for x, y in pipe.dataset.take(count)]
 
 
+@pytest.mark.once
 def test_seed_makes_the_training_pipeline_reproducible(tmp_path, rng):
     make_folder(tmp_path, "train", 8, rng)
     run = lambda seed: _batches(fd.load(str(tmp_path), "train", batch_size=4, image_size=32, seed=seed))

@@ -278,16 +278,6 @@ def _compare(folder, tmp_path, distribute, env):
     return json.loads(line[len("RESULT "):])
 
 
-@pytest.mark.skipif(BACKEND != "tensorflow", reason="tf.distribute needs the TensorFlow backend")
-def test_mirrored_strategy_on_two_cpus_matches_one_device(folder, tmp_path, record):
-    losses = _compare(folder, tmp_path, "mirrored", {"FFZOO_TEST_CPUS": "2"})
-    assert losses["mirrored_devices"] == 2 and losses["none_devices"] == 1
-    # Epoch 1 is the first step's loss; epoch 2's follows one update with all-reduced gradients.
-    np.testing.assert_allclose(losses["mirrored"], losses["none"], rtol=0, atol=1e-4)
-    record("MirroredStrategy (2 CPUs) vs 1 device, first two step losses, max |diff|",
-           float(np.max(np.abs(np.subtract(losses["mirrored"], losses["none"])))))
-
-
 @pytest.mark.skipif(BACKEND != "jax", reason="keras.distribution.DataParallel needs the JAX backend")
 def test_jax_data_parallel_on_two_devices_matches_one_device(folder, tmp_path, record):
     losses = _compare(folder, tmp_path, "data_parallel",
