@@ -1,7 +1,9 @@
 """Shared fixtures. The whole suite runs once per Keras backend (KERAS_BACKEND)."""
 
+import json
 import os
 import sys
+import tempfile
 
 import keras
 import numpy as np
@@ -12,7 +14,7 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 BACKEND = keras.backend.backend()
-_MEASUREMENTS = []
+_MEASUREMENTS_FILE = "FFZOO_TEST_MEASUREMENTS"
 
 
 @pytest.fixture
@@ -20,12 +22,21 @@ def record():
     """`record(name, value)`: a figure printed in the run's summary (max differences...)."""
 
     def _record(name, value):
-        _MEASUREMENTS.append((name, value))
+        if isinstance(value, (float, np.floating)):
+            value = float(value)
+        # Appended to a file that the controlling process prints at the end, so figures
+        # recorded in pytest-xdist workers (bin/test runs two) are printed too.
+        with open(os.environ[_MEASUREMENTS_FILE], "a") as f:
+            f.write(json.dumps([str(name), value if isinstance(value, (int, float)) else str(value)]) + "\n")
 
     return _record
 
 
 def pytest_configure(config):
+    if not os.environ.get("PYTEST_XDIST_WORKER"):  # the controlling process (or the only one)
+        descriptor, path = tempfile.mkstemp(prefix="ffzoo-measurements-", suffix=".jsonl")
+        os.close(descriptor)
+        os.environ[_MEASUREMENTS_FILE] = path  # inherited by the workers it starts
     config.addinivalue_line(
         "markers", "once: backend-independent; bin/test runs it with its first backend only")
 
@@ -40,22 +51,18 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
-def pytest_sessionfinish(session):
-    """Under pytest-xdist (`bin/test` runs two workers) a worker hands its figures to the
-    controlling process, which prints them all."""
-    if hasattr(session.config, "workeroutput"):
-        session.config.workeroutput["ffzoo_measurements"] = list(_MEASUREMENTS)
-
-
-@pytest.hookimpl(optionalhook=True)
-def pytest_testnodedown(node, error):
-    _MEASUREMENTS.extend(tuple(m) for m in getattr(node, "workeroutput", {}).get("ffzoo_measurements", []))
-
-
 def pytest_terminal_summary(terminalreporter):
-    if _MEASUREMENTS:
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        return  # the controlling process prints every worker's figures
+    path = os.environ.get(_MEASUREMENTS_FILE)
+    if not path or not os.path.exists(path):
+        return
+    with open(path) as f:
+        measurements = [json.loads(line) for line in f if line.strip()]
+    os.remove(path)
+    if measurements:
         terminalreporter.section(f"measurements, backend {BACKEND}")
-        for name, value in _MEASUREMENTS:
+        for name, value in measurements:
             if isinstance(value, float):
                 value = f"{value:.3g}"
             terminalreporter.write_line(f"{name}: {value}")
