@@ -610,8 +610,10 @@ def load(source, split="train", *, training=None, batch_size=128, image_size=224
     if skip_bad_files:
         batches = _drop_unreadable(batches, skipped)
 
+    # Batches leave in order (only the last may be short) even where the images inside
+    # them come from a parallel, unordered map.
     batches = batches.batch(batch_size, drop_remainder=drop_remainder,
-                            num_parallel_calls=parallel, deterministic=deterministic)
+                            num_parallel_calls=parallel, deterministic=True)
     if training:
         def mix(images, labels, seed):
             return ops.mixup_cutmix(normalized(images), labels, seed, classes, augment.mixup_alpha,
@@ -619,13 +621,13 @@ def load(source, split="train", *, training=None, batch_size=128, image_size=224
                                     augment.mix_probability, augment.label_smoothing)
         batches = tf.data.Dataset.zip(batches, _seeds(None if seed is None else seed + 1))
         batches = batches.map(lambda b, s: mix(b[0], b[1], s), num_parallel_calls=parallel,
-                              deterministic=deterministic)
+                              deterministic=True)
     elif one_hot_labels:
         batches = batches.map(lambda x, y: (normalized(x), tf.one_hot(y, classes)),
-                              num_parallel_calls=parallel, deterministic=deterministic)
+                              num_parallel_calls=parallel, deterministic=True)
     else:
         batches = batches.map(lambda x, y: (normalized(x), y), num_parallel_calls=parallel,
-                              deterministic=deterministic)
+                              deterministic=True)
     if pad_final_batch:
         batches = batches.map(lambda x, y: _pad_batch(x, y, batch_size))
     options = tf.data.Options()
