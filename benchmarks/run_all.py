@@ -89,7 +89,7 @@ def speed_header(speed):
             f"Each contender runs in its own process and their timed calls alternate "
             f"({speed['rounds']} rounds, medians), so the machine's drift hits all of them alike. "
             f"The baseline is a plain PyTorch implementation of the same model with the same "
-            f"weights (`tests/reference/torch_ffvit.py`); ratios are to its eager mode. "
+            f"weights (`references/torch_ffvit.py`); ratios are to its eager mode. "
             f"Matrix-product peak of this machine ({matmul['size']}^3 float32, measured in the same run): "
             f"**{matmul['peak_gflops_per_s']:.0f} GFLOP/s** ({matmul['peak_by']}); "
             f"\"of peak\" is the achieved GFLOP/s (analytic FLOPs) over that peak.")

@@ -9,7 +9,7 @@ Everything runs on the CPU in float32 and is measured in the same run:
    torch backend calls PyTorch's); the best GFLOP/s over the rounds, and the peak is
    the best implementation's.
 2. Inference throughput: FF-Tiny at batch 32 and FF-Base at batch 8, 224 px. The
-   baseline is the PyTorch reference model (tests/reference/torch_ffvit.py), eager and
+   baseline is the PyTorch reference model (references/torch_ffvit.py), eager and
    under torch.compile; ffzoo runs on each Keras backend in each compile setting of
    `benchmarks.worker.KERAS_MODES`. Every contender loads the same random weights.
    Reported: images/s from the median call, the ratio to PyTorch eager, the achieved

@@ -50,7 +50,7 @@ def batch_data(batch, image_size):
 def reference_module(model_name):
     """The PyTorch reference FFViT with the registered dims of `model_name` (an FF model)."""
     from ffzoo.models.registry import model_dims
-    from tests.reference.torch_ffvit import FFViT
+    from references.torch_ffvit import FFViT
 
     dims = model_dims(model_name)
     return FFViT(patch_size=dims["patch_size"], embed_dim=dims["embed_dim"], depth=dims["depth"],

@@ -4,7 +4,7 @@ import numpy as np
 
 import ffzoo
 from ffzoo.weights import convert
-from tests.reference import numpy_deit, numpy_ffvit
+from references import numpy_deit, numpy_ffvit
 
 FAMILIES = ["ffvit", "deit"]
 BUILDERS = {"ffvit": ffzoo.FFViT, "deit": ffzoo.DeiT}

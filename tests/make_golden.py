@@ -9,7 +9,7 @@ import numpy as np
 
 import ffzoo
 from ffzoo.weights.convert import load_ffvit_state_dict
-from tests.reference import numpy_ffvit as ref
+from references import numpy_ffvit as ref
 from tests.test_numerics import GOLDEN
 
 DIMS = dict(patch_size=8, embed_dim=32, depth=2, image_size=48, pos_grid_size=4, mlp_ratio=4)

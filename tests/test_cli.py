@@ -10,7 +10,7 @@ import torch
 import ffzoo
 from ffzoo import cli
 from tests.conftest import ROOT
-from tests.reference import torch_ffvit
+from references import torch_ffvit
 from weights import tools
 
 

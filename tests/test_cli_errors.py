@@ -16,7 +16,7 @@ from PIL import Image
 
 from ffzoo import cli
 from tests.conftest import ROOT
-from tests.reference import torch_ffvit
+from references import torch_ffvit
 
 MICRO = "ffvit_micro_patch4_32"
 

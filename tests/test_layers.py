@@ -8,8 +8,8 @@ import pytest
 
 from ffzoo import layers as ffl
 from tests.conftest import to_numpy
-from tests.reference import numpy_deit
-from tests.reference import numpy_ffvit as ref
+from references import numpy_deit
+from references import numpy_ffvit as ref
 
 # (layer, input shape)
 LAYER_CASES = [

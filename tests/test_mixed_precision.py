@@ -15,7 +15,7 @@ import pytest
 from ffzoo import layers as ffl
 from tests import families
 from tests.conftest import to_numpy
-from tests.reference import numpy_ffvit as ref
+from references import numpy_ffvit as ref
 
 POLICIES = [("mixed_bfloat16", "bfloat16"), ("mixed_float16", "float16")]
 # Relative precision (one ulp at 1) of each half type.

@@ -8,7 +8,7 @@ import ffzoo
 from tests import families
 from tests.conftest import to_numpy
 from tests.families import FAMILIES
-from tests.reference import numpy_ffvit as ref
+from references import numpy_ffvit as ref
 
 # Parameter counts measured on the reference code (shared/REFERENCE.md), and timm's
 # DeiT models (5.7M and 86.6M in the DeiT paper).
@@ -18,7 +18,7 @@ REFERENCE_PARAMS = {
     "ffvit_large_patch32_224": 206_363_576,
     "deit_tiny_patch16_224": 5_717_416,
     "deit_base_patch16_224": 86_567_656,
-    # Not in the paper: the count of tests/reference/torch_ffvit.FFViT(patch_size=4,
+    # Not in the paper: the count of references/torch_ffvit.FFViT(patch_size=4,
     # embed_dim=128, depth=6, image_size=32, pos_grid=8); test_micro_count_is_the_torch_reference_s.
     "ffvit_micro_patch4_32": 1_141_314,
 }
@@ -26,7 +26,7 @@ SMALL = families.SMALL["ffvit"]
 
 
 def test_micro_count_is_the_torch_reference_s():
-    from tests.reference.torch_ffvit import FFViT
+    from references.torch_ffvit import FFViT
 
     module = FFViT(patch_size=4, embed_dim=128, depth=6, image_size=32, pos_grid=8)
     assert sum(p.numel() for p in module.parameters()) == REFERENCE_PARAMS["ffvit_micro_patch4_32"]

@@ -9,8 +9,8 @@ import ffzoo
 from ffzoo.weights.convert import load_ffvit_state_dict, load_state_dict
 from tests import families
 from tests.conftest import ROOT
-from tests.reference import numpy_deit
-from tests.reference import numpy_ffvit as ref
+from references import numpy_deit
+from references import numpy_ffvit as ref
 
 # (family, name, builder kwargs, input (H, W)): small; a 14 -> 4 grid resize; a
 # non-square 2 x 8 grid resized from 4 x 4; FF-Large's 14 -> 7 path on a small width.

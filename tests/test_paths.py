@@ -20,7 +20,7 @@ import ffzoo
 import ffzoo.data as fd
 from ffzoo import cli
 from ffzoo.weights import download, presets
-from tests.reference import torch_ffvit
+from references import torch_ffvit
 
 MICRO = "ffvit_micro_patch4_32"
 MICRO_DIMS = dict(patch_size=4, embed_dim=128, depth=6, image_size=32, pos_grid=8)

@@ -13,7 +13,7 @@ from ffzoo.weights import ConversionError, UnsafeCheckpointError, convert, downl
 from ffzoo.weights import pth as ffpth
 from tests.conftest import BACKEND, python_without, run_python
 from tests import loopback
-from tests.reference import torch_ffvit
+from references import torch_ffvit
 
 TINY = dict(patch_size=16, embed_dim=192, depth=12)
 # A small patch-32 model: 7 x 7 patches, so the 14 x 14 grid is resized on every call.

@@ -21,7 +21,7 @@ from ffzoo.weights import download, loading, presets
 from ffzoo.weights import pth as ffpth
 from tests.conftest import ROOT
 from tests import loopback
-from tests.reference import torch_ffvit
+from references import torch_ffvit
 
 MICRO = "ffvit_micro_patch4_32"
 MICRO_DIMS = dict(patch_size=4, embed_dim=128, depth=6, image_size=32, pos_grid=8)

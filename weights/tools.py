@@ -5,7 +5,7 @@
     python -m weights.tools verify PRESET FILE # convert FILE, compare with PyTorch
 
 `verify` runs the checkpoint through the PyTorch reference implementation in
-tests/reference/ and through ffzoo on the current Keras backend, and fails unless
+references/ and through ffzoo on the current Keras backend, and fails unless
 the logits agree within 1e-4.
 """
 
@@ -83,7 +83,7 @@ def cmd_verify(args):
     import torch
 
     import ffzoo
-    from tests.reference.torch_ffvit import FFViT as TorchFFViT
+    from references.torch_ffvit import FFViT as TorchFFViT
 
     row = _row(_load(), args.preset)
     state = ffzoo.weights.read_state_dict(args.file, ema=row.get("source_entry") == "model_ema")
