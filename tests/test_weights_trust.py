@@ -251,17 +251,17 @@ def test_pinned_hash_is_enforced_on_download(home, tmp_path, monkeypatch):
 @pytest.mark.once
 def test_leftover_part_files_are_cleaned(home, tmp_path, monkeypatch):
     home.mkdir(parents=True)
-    dead = home / ".file.pth.4194999.deadbeef.part"  # a pid above the kernel's maximum
-    older = home / ".file.pth.0123456789ab.part"  # the name an older version used
-    live = home / f".file.pth.{os.getpid()}.cafe.part"  # a download in progress
-    for path in (dead, older, live):
+    dead = home / "file.pth.4194999.partial"  # a pid above the kernel's maximum
+    live = home / f"file.pth.{os.getppid()}.partial"  # a download in progress (a live process)
+    other = home / "other.pth.4194999.partial"  # another file's download: not this fetch's
+    for path in (dead, live, other):
         path.write_bytes(b"half")
     (tmp_path / "mirror").mkdir()
     (tmp_path / "mirror" / "file.pth").write_bytes(b"whole")
     monkeypatch.setenv(download.MIRROR_ENV, (tmp_path / "mirror").as_uri())
     download.fetch(_fake_preset("file.pth"), read=lambda path, *digest: path)
     assert (home / "file.pth").read_bytes() == b"whole"
-    assert sorted(os.listdir(home)) == sorted([live.name, "file.pth"])
+    assert sorted(os.listdir(home)) == sorted([live.name, other.name, "file.pth"])
 
 
 @pytest.mark.once

@@ -1,87 +1,27 @@
 """Callbacks of a training run: atomic backups, NaN stop, throughput, log and plot files."""
 
 import csv
-import fnmatch
 import hashlib
 import json
 import math
 import os
 import re
-import sys
 import time
 
 import keras
 import numpy as np
 
-# Temporary files of `write_atomically`: `<name>.<pid>.partial[.weights.h5]`.
-_PARTIAL = re.compile(r"\.\d+\.partial(\.weights\.h5)?$")
-_WRITES = {}  # basename pattern -> writes seen (the fault-injection hook of the tests)
-
-
-def write_atomically(path, write):
-    """`write(temporary_path)`, flushed to disk, then renamed over `path`: whenever the
-    process dies (or the machine loses power), `path` holds the old file or the new
-    one, whole, or is absent. The temporary file is `<path>.<pid>.partial`
-    (`remove_partials` clears those a killed run left)."""
-    partial = f"{path}.{os.getpid()}.partial" + (".weights.h5" if path.endswith(".weights.h5") else "")
-    try:
-        write(partial)
-        _fault_point(path)
-        _fsync(partial)
-        os.replace(partial, path)
-    except BaseException:
-        if os.path.exists(partial):
-            os.remove(partial)
-        raise
-    _fsync(os.path.dirname(os.path.abspath(path)), directory=True)
-
-
-def _fsync(path, directory=False):
-    try:
-        descriptor = os.open(path, os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if directory else 0))
-    except OSError:
-        if directory:  # not every system opens directories (Windows); the rename stands
-            return
-        raise
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-
-
-def _fault_point(path):
-    """Test hook: `FFZOO_TEST_EXIT_AT="PATTERN:N"` ends the process, as a kill would (no
-    cleanup), at the N-th atomic write of a file whose name matches PATTERN, after
-    the temporary file is written and before it replaces the file."""
-    setting = os.environ.get("FFZOO_TEST_EXIT_AT")
-    if not setting:
-        return
-    pattern, count = setting.rsplit(":", 1)
-    if fnmatch.fnmatch(os.path.basename(path), pattern):
-        _WRITES[pattern] = _WRITES.get(pattern, 0) + 1
-        if _WRITES[pattern] == int(count):
-            print(f"FFZOO_TEST_EXIT_AT: exiting at write {count} of {os.path.basename(path)}",
-                  file=sys.stderr, flush=True)
-            sys.stdout.flush()
-            os._exit(99)
+from ffzoo import files
+from ffzoo.files import write_atomically
 
 
 def remove_partials(directory):
     """Removes the temporary files of writes a killed run left in `directory`."""
-    if not os.path.isdir(directory):
-        return []
-    removed = sorted(name for name in os.listdir(directory) if _PARTIAL.search(name)
-                     and os.path.isfile(os.path.join(directory, name)))
-    for name in removed:
-        os.remove(os.path.join(directory, name))
+    removed = files.remove_partials(directory)
     if removed:
         print(f"Removed {len(removed)} unfinished file(s) of a killed run in {directory}: "
               f"{', '.join(removed)}.")
     return removed
-
-
-def is_partial(name):
-    return bool(_PARTIAL.search(name))
 
 
 def write_json(path, value):

@@ -27,6 +27,7 @@ import keras
 import numpy as np
 
 import ffzoo
+from ffzoo import files
 from training import callbacks as cb
 from training import config as cfg
 from training import digits, distribute
@@ -44,8 +45,9 @@ def _augment(config):
 
 def load_data(config, replicas, seed_offset=0):
     """`(train, evaluation)` pipelines (ffzoo.data.Pipeline) for the config."""
-    import ffzoo.data as fd
     import tensorflow as tf
+
+    import ffzoo.data as fd
 
     source = config["data"] or digits.write_folder()
     common = dict(image_size=config["image_size"], data_dir=config["data_dir"],
@@ -169,7 +171,7 @@ RUN_FILES = (MARKER, "config.json", "backup", "log.csv", "curves.png", "tensorbo
 def _run_owned(name):
     """Whether `name` in a run directory is a run's: its files, the folders of other
     hosts (`worker-<index>`), and temporary files of killed writes."""
-    return name in RUN_FILES or re.fullmatch(r"worker-\d+", name) or cb.is_partial(name)
+    return name in RUN_FILES or re.fullmatch(r"worker-\d+", name) or files.is_partial(name)
 
 
 def _is_run_directory(path):

@@ -20,7 +20,8 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-import uuid
+
+from ffzoo import files
 
 MIRROR_ENV = "FFZOO_WEIGHTS_MIRROR"
 TIMEOUT_ENV = "FFZOO_DOWNLOAD_TIMEOUT"
@@ -155,26 +156,6 @@ def _advice(preset, url):
     )
 
 
-def _remove_stale_parts(directory, file_name):
-    """Removes `.part` files of `file_name` left by downloads whose process is gone."""
-    prefix = f".{file_name}."
-    for entry in os.listdir(directory):
-        if not (entry.startswith(prefix) and entry.endswith(".part")):
-            continue
-        pid = entry[len(prefix):].split(".")[0]
-        try:
-            os.kill(int(pid), 0)
-            continue  # a download in progress in a live process: leave it
-        except (ValueError, ProcessLookupError):
-            pass
-        except PermissionError:
-            continue
-        try:
-            os.remove(os.path.join(directory, entry))
-        except OSError:
-            pass
-
-
 def _download(url, destination, timeout, preset):
     """Streams `url` into `destination`; raises `DownloadError` saying what to do."""
     try:
@@ -219,7 +200,7 @@ def fetch(preset, read, sha256=None):
     """
     hashes = expected_hashes(preset, sha256)
     directory = writable_cache_dir()
-    _remove_stale_parts(directory, preset["file_name"])
+    files.remove_partials(directory, preset["file_name"], only_dead=True)
     final = os.path.join(directory, preset["file_name"])
     if os.path.exists(final):
         try:
@@ -233,15 +214,9 @@ def fetch(preset, read, sha256=None):
                 os.remove(final)
                 raise
     url = source_url(preset)
-    partial_path = os.path.join(
-        directory, f".{preset['file_name']}.{os.getpid()}.{uuid.uuid4().hex[:8]}.part")
-    try:
-        _download(url, partial_path, download_timeout(), preset)
-        digest = _check_hashes(partial_path, hashes, url)
-        result = read(partial_path, digest)
-        os.replace(partial_path, final)
-    except BaseException:
-        if os.path.exists(partial_path):
-            os.remove(partial_path)
-        raise
-    return result
+
+    def download_and_read(partial):
+        _download(url, partial, download_timeout(), preset)
+        return read(partial, _check_hashes(partial, hashes, url))
+
+    return files.write_atomically(final, download_and_read)

@@ -12,6 +12,7 @@
 import json
 import os
 
+from ffzoo import files
 from ffzoo.weights import convert, download, presets, pth
 
 H5_SUFFIX = ".weights.h5"
@@ -212,7 +213,7 @@ def _write_record(target, weights_sha256, source_file, source_sha256):
         with open(path, "w") as f:
             f.write(text)
 
-    write_atomically(record_path(target), write)
+    files.write_atomically(record_path(target), write)
 
 
 def imagenet_weights_file(model_name, sha256=None):
@@ -251,29 +252,13 @@ def imagenet_weights_file(model_name, sha256=None):
 
 def _save_converted(model, target, source_file, source_sha256):
     """Writes the weights and their record so that `target` never exists without it."""
-    directory = os.path.dirname(target)
-    partial = os.path.join(directory, f".{os.path.basename(target)}.{os.getpid()}.part{H5_SUFFIX}")
-    try:
+    def write(partial):
         model.save_weights(partial)
         _write_record(target, download.sha256_of(partial), source_file, source_sha256)
-        os.replace(partial, target)
-    finally:
-        _remove(partial)
 
-
-def write_atomically(path, write):
-    """`write(temporary_path)`, then a rename onto `path`: `path` is whole or absent."""
-    directory = os.path.dirname(os.path.abspath(path))
-    suffix = H5_SUFFIX if path.endswith(H5_SUFFIX) else ""
-    partial = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.part{suffix}")
-    try:
-        write(partial)
-        os.replace(partial, path)
-    except BaseException:
-        _remove(partial)
-        raise
+    files.write_atomically(target, write)
 
 
 def save_weights_atomically(model, path):
     """`model.save_weights(path)` through a temporary file, so `path` is whole or absent."""
-    write_atomically(path, model.save_weights)
+    files.write_atomically(path, model.save_weights)
