@@ -24,8 +24,8 @@ def _normal_init():
     return keras.initializers.RandomNormal(stddev=REFERENCE_STD)
 
 
-def _xla_backend():
-    """True on JAX, whose XLA CPU code is slow at transposes and at its erfc-based GELU."""
+def _jax_backend():
+    """True on JAX, whose XLA-compiled CPU code is slow at transposes."""
     return keras.backend.backend() == "jax"
 
 
@@ -51,11 +51,19 @@ def _dense(units, name, dtype):
     )
 
 
-def _layer_norm(axis, epsilon, name, dtype):
-    # Keras computes the statistics in float32 for half-precision inputs.
-    return keras.layers.LayerNormalization(
-        axis=axis, epsilon=epsilon, dtype=dtype, name=name
-    )
+def _layer_norm(epsilon, name, dtype):
+    """A LayerNorm over the last axis. Keras computes the statistics in float32 for
+    half-precision inputs."""
+    return keras.layers.LayerNormalization(epsilon=epsilon, dtype=dtype, name=name)
+
+
+def _dropout(rate, name, dtype):
+    """A Dropout layer, or None at rate 0 (an inference graph holds nothing unused)."""
+    return keras.layers.Dropout(rate, dtype=dtype, name=name) if rate > 0.0 else None
+
+
+def _apply(layer, x, training):
+    return x if layer is None else layer(x, training=training)
 
 
 @keras.saving.register_keras_serializable(package="ffzoo")
@@ -184,7 +192,8 @@ class DropPath(keras.layers.Layer):
 
     Each sample survives with probability `1 - rate`; survivors are scaled by
     `1 / (1 - rate)`. Draws come from the layer's own `SeedGenerator`, so jitted
-    training (JAX) gets fresh masks on every step.
+    training (JAX) gets fresh masks on every step. At rate 0 the layer is the identity
+    and holds no `SeedGenerator` (no state variable in an inference model).
     """
 
     def __init__(self, rate=0.0, seed=None, **kwargs):
@@ -193,10 +202,10 @@ class DropPath(keras.layers.Layer):
             raise ValueError(f"DropPath rate must be in [0, 1); got {rate}.")
         self.rate = float(rate)
         self.seed = seed
-        self.seed_generator = keras.random.SeedGenerator(seed)
+        self.seed_generator = keras.random.SeedGenerator(seed) if self.rate > 0.0 else None
 
     def call(self, x, training=False):
-        if not training or self.rate == 0.0:
+        if not training or self.seed_generator is None:
             return x
         keep = 1.0 - self.rate
         shape = (ops.shape(x)[0],) + (1,) * (len(x.shape) - 1)
@@ -224,17 +233,16 @@ class FeedForward(keras.layers.Layer):
         self.dropout_rate = float(dropout_rate)
         self.fc1 = _dense(self.hidden_dim, "fc1", self.dtype_policy)
         self.fc2 = _dense(self.output_dim, "fc2", self.dtype_policy)
-        self.dropout1 = keras.layers.Dropout(self.dropout_rate, dtype=self.dtype_policy, name="dropout1")
-        self.dropout2 = keras.layers.Dropout(self.dropout_rate, dtype=self.dtype_policy, name="dropout2")
+        self.dropout1 = _dropout(self.dropout_rate, "dropout1", self.dtype_policy)
+        self.dropout2 = _dropout(self.dropout_rate, "dropout2", self.dtype_policy)
 
     def build(self, input_shape):
         self.fc1.build(input_shape)
         self.fc2.build((*input_shape[:-1], self.hidden_dim))
 
     def call(self, x, training=False):
-        x = gelu(self.fc1(x))
-        x = self.dropout1(x, training=training)
-        return self.dropout2(self.fc2(x), training=training)
+        x = _apply(self.dropout1, gelu(self.fc1(x)), training)
+        return _apply(self.dropout2, self.fc2(x), training)
 
     def call_on_axis_1(self, x, training=False):
         """The same FF applied along axis 1 of `(B, N, E)`, without moving N last.
@@ -246,9 +254,8 @@ class FeedForward(keras.layers.Layer):
             kernel = ops.cast(layer.kernel, y.dtype)
             return ops.einsum(spec, y, kernel) + ops.cast(layer.bias, y.dtype)[:, None]
 
-        h = gelu(dense(self.fc1, x, "bne,nh->bhe"))
-        h = self.dropout1(h, training=training)
-        return self.dropout2(dense(self.fc2, h, "bhe,hn->bne"), training=training)
+        h = _apply(self.dropout1, gelu(dense(self.fc1, x, "bne,nh->bhe")), training)
+        return _apply(self.dropout2, dense(self.fc2, h, "bhe,hn->bne"), training)
 
     def compute_output_shape(self, input_shape):
         return (*input_shape[:-1], self.output_dim)
@@ -274,7 +281,7 @@ class _ResidualFF(keras.layers.Layer):
         self.dropout_rate = float(dropout_rate)
         self.drop_path_rate = float(drop_path_rate)
         self.epsilon = float(epsilon)
-        self.norm = _layer_norm(-1, self.epsilon, "norm", self.dtype_policy)
+        self.norm = _layer_norm(self.epsilon, "norm", self.dtype_policy)
         self.ff = FeedForward(self.hidden_dim, self.dim, self.dropout_rate,
                               dtype=self.dtype_policy, name="ff")
         self.drop_path = DropPath(self.drop_path_rate, dtype=self.dtype_policy, name="drop_path")
@@ -335,7 +342,7 @@ class TokenFF(_ResidualFF):
         return (input_shape[0], input_shape[2], input_shape[1])
 
     def call(self, x, training=False):
-        if _xla_backend():
+        if _jax_backend():
             # XLA's CPU transposes are slow; normalize and mix along axis 1 in place.
             y = ops.layer_normalization(x, ops.cast(self.norm.gamma, x.dtype),
                                         ops.cast(self.norm.beta, x.dtype), axis=1,
@@ -456,12 +463,11 @@ class TokenAttention(keras.layers.Layer):
         self.epsilon = float(epsilon)
         self.head_dim = self.dim // self.num_heads
         policy = self.dtype_policy
-        self.norm = _layer_norm(-1, self.epsilon, "norm", policy)
+        self.norm = _layer_norm(self.epsilon, "norm", policy)
         self.qkv = _dense(3 * self.dim, "qkv", policy)
         self.proj = _dense(self.dim, "proj", policy)
-        self.attention_dropout = keras.layers.Dropout(self.attention_dropout_rate, dtype=policy,
-                                                      name="attention_dropout")
-        self.proj_dropout = keras.layers.Dropout(self.dropout_rate, dtype=policy, name="proj_dropout")
+        self.attention_dropout = _dropout(self.attention_dropout_rate, "attention_dropout", policy)
+        self.proj_dropout = _dropout(self.dropout_rate, "proj_dropout", policy)
         self.drop_path = DropPath(self.drop_path_rate, dtype=policy, name="drop_path")
 
     def build(self, input_shape):
@@ -475,14 +481,14 @@ class TokenAttention(keras.layers.Layer):
         qkv = ops.reshape(self.qkv(x), (-1, tokens, 3, self.num_heads, self.head_dim))
         query, key, value = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]  # (B, N, heads, head_dim)
         scale = self.head_dim ** -0.5
-        if training and self.attention_dropout_rate > 0.0:
+        if training and self.attention_dropout is not None:
             logits = ops.einsum("bqhd,bkhd->bhqk", query, key) * ops.cast(scale, x.dtype)
             weights = self.attention_dropout(ops.softmax(logits, axis=-1), training=training)
             out = ops.einsum("bhqk,bkhd->bqhd", weights, value)
         else:
             out = ops.dot_product_attention(query, key, value, scale=scale)
         out = ops.reshape(out, (-1, tokens, self.dim))
-        return self.proj_dropout(self.proj(out), training=training)
+        return _apply(self.proj_dropout, self.proj(out), training)
 
     def call(self, x, training=False):
         return x + self.drop_path(self.attend(self.norm(x), training=training), training=training)
