@@ -115,7 +115,7 @@ def ffzoo_contender(job, model_name, batch, state_path, mode, image_size=None, t
     options = {} if token_mlp_dim is None else {"token_mlp_dim": token_mlp_dim}
     model = ffzoo.create_model(model_name, image_size=image_size, classifier_activation=None, **options)
     if state_path:
-        convert.load_ffvit_state_dict(model, dict(np.load(state_path)))
+        convert.load_state_dict(model, dict(np.load(state_path)), "ff_pth")
     images, labels = batch_data(batch, image_size)
     if job == "infer":
         model.compile(jit_compile=jit)

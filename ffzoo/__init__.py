@@ -10,6 +10,7 @@ from ffzoo.imagenet import decode_predictions
 from ffzoo.models import (
     DeiT,
     DeiTBase,
+    DeiTSmall,
     DeiTTiny,
     FFViT,
     FFViTBase,

@@ -3,6 +3,7 @@
     ffzoo models [PATTERN]                                 list models with their sizes
     ffzoo predict photo.jpg [...] --model NAME             top-5 ImageNet classes
     ffzoo convert SRC.pth DST.weights.h5 --model NAME      official checkpoint -> Keras
+                                                           (ffvit_*: the paper's; deit_*: FAIR's)
 
 An expected failure (a bad file, an unknown model, no network...) is one line on
 stderr and exit status 2; `--debug` (or FFZOO_DEBUG=1) shows the traceback instead.
@@ -82,7 +83,9 @@ def _cmd_convert(args):
     if not args.destination.endswith(".weights.h5"):
         raise SystemExit("ffzoo convert: the destination must end in .weights.h5")
     ffzoo.models.registry.get_constructor(args.model)  # an unknown name fails before reading
+    row = ffzoo.weights.preset_for_model(args.model)
     state = pth.read_state_dict(args.source, ema=args.ema)
+    convert.check_format(state, row["source_format"], args.source, args.model)
     head = state.get("head.weight")
     if head is not None and not (head.ndim == 2 and 1 <= head.shape[0] <= _MAX_CLASSES):
         raise ValueError(f"{args.source}: head.weight has shape {tuple(head.shape)}, not "
@@ -93,7 +96,8 @@ def _cmd_convert(args):
         classes=head.shape[0] if head is not None else 1000,
         classifier_activation=None,
     )
-    convert.load_ffvit_state_dict(model, state, on_nonfinite="error", source=args.source)
+    convert.load_state_dict(model, state, row["source_format"], on_nonfinite="error",
+                            source=args.source)
     loading.save_weights_atomically(model, args.destination)
     entry = "model_ema" if args.ema else "model"
     print(f"converted {len(state)} tensors ({model.count_params():,} parameters, entry "
@@ -128,7 +132,9 @@ def build_parser():
     predict.set_defaults(run=_cmd_predict)
 
     convert = add_command("convert", help="convert an official .pth checkpoint")
-    convert.add_argument("source", help="the authors' .pth checkpoint (DeiT format or a state dict)")
+    convert.add_argument("source", help="the authors' .pth checkpoint ({'model': state_dict} as "
+                                        "DeiT's main.py saves it, or a bare state dict) in the "
+                                        "layout of the model's family")
     convert.add_argument("destination", help="the Keras weights file to write (.weights.h5)")
     convert.add_argument("--model", required=True, help="registered model name, e.g. ffvit_tiny_patch16_224")
     convert.add_argument("--ema", action="store_true", help="convert the checkpoint's EMA weights")

@@ -8,6 +8,8 @@ from references import numpy_deit, numpy_ffvit
 
 FAMILIES = ["ffvit", "deit"]
 BUILDERS = {"ffvit": ffzoo.FFViT, "deit": ffzoo.DeiT}
+FORMATS = {"ffvit": ffzoo.models.ffvit.FAMILY.source_format,
+           "deit": ffzoo.models.deit.FAMILY.source_format}
 SMALL = {
     "ffvit": dict(patch_size=8, embed_dim=16, depth=2, image_size=32, pos_grid_size=4),
     "deit": dict(patch_size=8, embed_dim=16, depth=2, num_heads=2, image_size=32, pos_grid_size=4),
@@ -46,5 +48,5 @@ def small_with_reference_weights(family, rng, classes=1000, **kwargs):
     dims = SMALL[family]
     model = small_model(family, classes=classes, **kwargs)
     state = reference_state(family, rng, dims, classes)
-    convert.load_state_dict(model, state, family)
+    convert.load_state_dict(model, state, FORMATS[family])
     return model, state

@@ -8,7 +8,7 @@ The output stored is ffzoo's; it is checked against the NumPy reference before s
 import numpy as np
 
 import ffzoo
-from ffzoo.weights.convert import load_ffvit_state_dict
+from ffzoo.weights.convert import load_state_dict
 from references import numpy_ffvit as ref
 from tests.test_numerics import GOLDEN
 
@@ -23,7 +23,7 @@ def main():
                                pos_grid=4, classes=CLASSES)
     images = rng.standard_normal((4, 48, 48, 3)).astype(np.float32)
     model = ffzoo.FFViT(**DIMS, classes=CLASSES, classifier_activation=None)
-    load_ffvit_state_dict(model, sd)
+    load_state_dict(model, sd, "ff_pth")
     logits = model.predict(images, verbose=0)
     assert np.max(np.abs(logits - ref.forward(sd, images, 8))) < 1e-4
     np.savez_compressed(

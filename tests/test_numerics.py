@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import ffzoo
-from ffzoo.weights.convert import load_ffvit_state_dict, load_state_dict
+from ffzoo.weights.convert import load_state_dict
 from tests import families
 from tests.conftest import ROOT
 from references import numpy_deit
@@ -30,7 +30,7 @@ def test_matches_numpy_reference_small(family, name, dims, size, rng, record):
     model = families.BUILDERS[family](**dims, classes=10, classifier_activation=None,
                                       input_shape=(*size, 3))
     state = families.reference_state(family, rng, dims, classes=10)
-    load_state_dict(model, state, family)
+    load_state_dict(model, state, families.FORMATS[family])
     images = rng.standard_normal((3, *size, 3)).astype(np.float32)
     got = model.predict(images, verbose=0)
     if family == "deit":  # DeiT's own forward pass; other grids resampled as ffzoo documents
@@ -51,7 +51,7 @@ def test_matches_numpy_reference_tiny(family, name, rng, record):
     model = ffzoo.create_model(name, classifier_activation=None)
     dims = ffzoo.models.registry.model_dims(name)
     state = families.reference_state(family, rng, dims)
-    load_state_dict(model, state, family)
+    load_state_dict(model, state, families.FORMATS[family])
     images = rng.standard_normal((2, 224, 224, 3)).astype(np.float32)
     got = model.predict(images, verbose=0)
     want = families.numpy_logits(family, state, images, dims)
@@ -60,7 +60,7 @@ def test_matches_numpy_reference_tiny(family, name, rng, record):
     assert np.abs(want).max() > 0.5
     assert diff < 1e-4
     probs = ffzoo.create_model(name)  # softmax head on the same weights
-    load_state_dict(probs, state, family)
+    load_state_dict(probs, state, families.FORMATS[family])
     np.testing.assert_allclose(probs.predict(images, verbose=0), ref.softmax(want), atol=1e-5)
 
 
@@ -79,7 +79,7 @@ def test_deit_matches_deit_reference(dims, rng, record):
     state = numpy_deit.random_state_dict(
         rng, patch_size=dims["patch_size"], embed_dim=dims["embed_dim"], depth=dims["depth"],
         num_heads=dims["num_heads"], grid=grid, classes=7, mlp_ratio=dims["mlp_ratio"])
-    load_state_dict(model, state, "deit")
+    load_state_dict(model, state, "timm_vit_pth")
     size = dims["image_size"]
     images = rng.standard_normal((3, size, size, 3)).astype(np.float32)
     got = model.predict(images, verbose=0)
@@ -91,7 +91,7 @@ def test_deit_matches_deit_reference(dims, rng, record):
     # Every patch's position row matters: moving one row of the table moves the logits.
     shifted = dict(state, pos_embed=state["pos_embed"].copy())
     shifted["pos_embed"][0, 1 + grid + 1] += rng.standard_normal(dims["embed_dim"])  # grid (1, 1)
-    load_state_dict(model, shifted, "deit")
+    load_state_dict(model, shifted, "timm_vit_pth")
     moved = model.predict(images, verbose=0)
     want_moved = numpy_deit.forward(shifted, images, dims["patch_size"], dims["num_heads"])
     assert np.max(np.abs(moved - want_moved)) < 1e-4 and np.max(np.abs(want_moved - want)) > 1e-2
@@ -107,7 +107,7 @@ def test_golden_tensors(record):
     sd = {k[3:]: data[k] for k in data.files if k.startswith("sd_")}
     model = ffzoo.FFViT(**dims, classes=int(data["classes"]), classifier_activation=None,
                         input_shape=data["images"].shape[1:])
-    load_ffvit_state_dict(model, sd)
+    load_state_dict(model, sd, "ff_pth")
     got = model.predict(data["images"], verbose=0)
     diff = float(np.max(np.abs(got - data["logits"])))
     record("max |logit - golden|", diff)

@@ -70,11 +70,12 @@ def test_patch32_checkpoint_with_position_resize_matches_pytorch(tmp_path, image
 def test_ema_entry_bare_state_dict_and_module_prefix(tiny_checkpoint, tmp_path, images):
     path, reference, ema = tiny_checkpoint
     model = ffzoo.FFViTTiny(classifier_activation=None)
-    ffzoo.weights.load_into(model, str(path), ema=True)
+    row = presets.preset_for_model("ffvit_tiny_patch16_224")
+    ffzoo.weights.load(model, str(path), row, ema=True)
     np.testing.assert_allclose(model.predict(images, verbose=0), _torch_logits(ema, images), atol=1e-4)
     bare = tmp_path / "bare.pth"
     torch.save({"module." + k: v for k, v in reference.state_dict().items()}, bare)
-    ffzoo.weights.load_into(model, str(bare))
+    ffzoo.weights.load(model, str(bare), row)
     np.testing.assert_allclose(model.predict(images, verbose=0), _torch_logits(reference, images), atol=1e-4)
 
 
@@ -166,19 +167,36 @@ def test_imagenet_argument_rules(build, message, tmp_path, monkeypatch):
         build()
 
 
-def test_manifest_rows_match_the_registry():
+@pytest.mark.once
+def test_preset_rows_match_the_registry():
     rows = {r["model"]: r for r in presets.list_presets()}
-    assert set(rows) == set(ffzoo.list_models("ffvit_*"))
+    assert set(rows) == set(ffzoo.list_models())
     for name, row in rows.items():
-        assert row["parameters"] == ffzoo.create_model(name, include_top=True).count_params()
-        assert row["name"] == (f"{name}.in1k" if row["dataset"] else f"{name}.none")
+        assert row["parameters"] == ffzoo.count_params(name), name
+        assert row["name"].startswith(name + "."), name
+        assert row["source_format"] in convert.CONVERTERS, name
+        family = {"ffvit": ffzoo.models.ffvit.FAMILY, "deit": ffzoo.models.deit.FAMILY}[row["family"]]
+        assert row["source_format"] == family.source_format, name
         # a recorded hash is a SHA-256 hex digest, and only a downloadable file has one
         sha = row["sha256"]
         assert sha is None or (len(sha) == 64 and set(sha) <= set("0123456789abcdef")), (name, sha)
         assert sha is None or row["source_url"], name
+        assert (row["top1"] is None) == (row["top1_source"] is None), name
     assert rows["ffvit_tiny_patch16_224"]["top1"] == 61.4 and rows["ffvit_base_patch16_224"]["top1"] == 74.9
     assert rows["ffvit_large_patch32_224"]["source_url"] is None
     assert rows["ffvit_micro_patch4_32"]["source_url"] is None
+    # DeiT: FAIR's files and the accuracies of DeiT's README; the FF paper's figures beside them
+    for size, top1, digits in [("tiny", 72.2, "a1311bcf"), ("small", 79.9, "cd65a155"),
+                               ("base", 81.8, "b5f2ef4d")]:
+        row = rows[f"deit_{size}_patch16_224"]
+        assert row["source_url"] == (f"https://dl.fbaipublicfiles.com/deit/"
+                                     f"deit_{size}_patch16_224-{digits}.pth")
+        assert row["source_url"].endswith("/" + row["file_name"])
+        assert row["top1"] == top1 and "DeiT README" in row["top1_source"]
+        assert row["preprocessing"]["interpolation"].startswith("bicubic")
+        assert row["preprocessing"]["crop_fraction"] == 0.875
+    assert [o["top1"] for o in rows["deit_base_patch16_224"]["top1_other"]] == [79.9]
+    assert [o["top1"] for o in rows["deit_tiny_patch16_224"]["top1_other"]] == [72.2]
 
 
 # ---------------------------------------------------------------------------------------

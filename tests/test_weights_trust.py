@@ -180,7 +180,7 @@ def test_bad_weights_h5_is_a_value_error_naming_the_path(tmp_path):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # Keras warns about the foreign file's layout
             with pytest.raises(ValueError, match=message) as error:
-                ffzoo.weights.load_into(model, str(path))
+                ffzoo.weights.load(model, str(path), presets.preset_for_model(MICRO))
         assert str(path) in str(error.value) and "\n" not in str(error.value), name
 
 

@@ -77,23 +77,12 @@ def build_model(config, classes):
     weights = config["weights"]
     if weights in (None, "none"):
         return ffzoo.create_model(config["model"], **kwargs)
-    try:
-        return ffzoo.create_model(config["model"], weights=weights, **kwargs)
-    except ValueError as error:
-        if weights == "imagenet" and "classes=" not in str(error):
-            raise
-        failure = error
-    try:  # a file's classifier may have another class count: its backbone must fit
-        backbone = ffzoo.create_model(config["model"], weights=weights, include_top=False)
-    except ValueError:
-        if weights == "imagenet":
-            raise
-        raise failure from None  # the file is not this model's: say why it did not load
+    row = ffzoo.weights.preset_for_model(config["model"])
+    skip_head = ffzoo.weights.head_classes(weights, row) != classes
     model = ffzoo.create_model(config["model"], **kwargs)
-    for layer in backbone.layers:
-        if layer.weights:
-            model.get_layer(layer.name).set_weights(layer.get_weights())
-    print(f"Fine-tuning from {weights}: every layer but the {classes}-class head is pretrained.")
+    ffzoo.weights.load(model, weights, row, skip_head=skip_head)
+    if skip_head:
+        print(f"Fine-tuning from {weights}: every layer but the {classes}-class head is pretrained.")
     return model
 
 

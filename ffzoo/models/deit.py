@@ -1,97 +1,181 @@
-"""DeiT / ViT: the attention models the paper compares against.
+"""DeiT / ViT: the attention models the paper compares against, with FAIR's weights.
 
-The same stem (patch embedding, class token, positions resized on every call) and
-head as the FF models, with multi-head self-attention where they have the token FF.
-Attention handles any token count, so these models accept any input size whose
-sides are at least one patch.
+The family in one file: its blocks, its variant table, its pretrained configs and
+its constructors. The same stem and head as the FF models, with multi-head
+self-attention where they have the token FF. Attention handles any token count, so
+these models accept any input size whose sides are at least one patch.
+
+Positions: ffzoo keeps the class token's position and a 14 x 14 grid apart and, when
+the patch grid differs from 14 x 14, resizes the grid bilinearly on every call (as the
+FF reference does). timm and DeiT keep one `(1, 1 + 196, E)` table and resize it once,
+bicubically, when a model is made for another size. At 224 px (a 14 x 14 grid) neither
+resizes and FAIR's checkpoints load exactly; at other sizes the two differ.
 """
 
 from ffzoo import layers as ffl
-from ffzoo.models import common
+from ffzoo.models import builder
 from ffzoo.models.registry import register_model
+from ffzoo.weights import preset_for_model, register_preset
 
-DEIT_VARIANTS = {
-    "deit_tiny_patch16_224": dict(patch_size=16, embed_dim=192, depth=12, num_heads=3, mlp_ratio=4.0),
-    "deit_base_patch16_224": dict(patch_size=16, embed_dim=768, depth=12, num_heads=12, mlp_ratio=4.0),
+FAMILY = builder.Family(name="deit", source_format="timm_vit_pth", fixed_token_count=False)
+
+VARIANTS = {
+    "deit_tiny_patch16_224": dict(patch_size=16, embed_dim=192, depth=12, num_heads=3,
+                                  mlp_ratio=4.0, image_size=224, pos_grid_size=14),
+    "deit_small_patch16_224": dict(patch_size=16, embed_dim=384, depth=12, num_heads=6,
+                                   mlp_ratio=4.0, image_size=224, pos_grid_size=14),
+    "deit_base_patch16_224": dict(patch_size=16, embed_dim=768, depth=12, num_heads=12,
+                                  mlp_ratio=4.0, image_size=224, pos_grid_size=14),
 }
-for _dims in DEIT_VARIANTS.values():
-    _dims.update(image_size=224, pos_grid_size=14)
+DEIT_VARIANTS = VARIANTS
+
+_FAIR = "https://dl.fbaipublicfiles.com/deit/"
+_DEIT_README = "DeiT README (facebookresearch/deit), Touvron et al. 2021, arXiv 2012.12877"
+_FF_PAPER = "Melas-Kyriazi 2021, arXiv 2105.02723, Table 1"
+_LICENSE = "not recorded here: see the LICENSE file of facebookresearch/deit"
+_NOTES = ("FAIR's checkpoint ({'model': state_dict} with timm's ViT names), trained with DeiT's "
+          "recipe without distillation. sha256 not recorded (no maintainer has hashed the file "
+          "yet); the file name's 8 hex digits are, in torch.hub's convention, the start of it.")
+
+PRETRAINED = [
+    dict(name="deit_tiny_patch16_224.fb_in1k", model="deit_tiny_patch16_224", family="deit",
+         source_format="timm_vit_pth", source_url=_FAIR + "deit_tiny_patch16_224-a1311bcf.pth",
+         file_name="deit_tiny_patch16_224-a1311bcf.pth", sha256=None, source_entry="model",
+         dataset="ImageNet-1k", classes=1000, parameters=5_717_416,
+         top1=72.2, top1_source=_DEIT_README,
+         top1_other=[dict(top1=72.2, source=_FF_PAPER + " (DeiT-Tiny, the same figure)")],
+         preprocessing=builder.DEIT_EVAL, license=_LICENSE, notes=_NOTES),
+    dict(name="deit_small_patch16_224.fb_in1k", model="deit_small_patch16_224", family="deit",
+         source_format="timm_vit_pth", source_url=_FAIR + "deit_small_patch16_224-cd65a155.pth",
+         file_name="deit_small_patch16_224-cd65a155.pth", sha256=None, source_entry="model",
+         dataset="ImageNet-1k", classes=1000, parameters=22_050_664,
+         top1=79.9, top1_source=_DEIT_README, top1_other=[],
+         preprocessing=builder.DEIT_EVAL, license=_LICENSE, notes=_NOTES),
+    dict(name="deit_base_patch16_224.fb_in1k", model="deit_base_patch16_224", family="deit",
+         source_format="timm_vit_pth", source_url=_FAIR + "deit_base_patch16_224-b5f2ef4d.pth",
+         file_name="deit_base_patch16_224-b5f2ef4d.pth", sha256=None, source_entry="model",
+         dataset="ImageNet-1k", classes=1000, parameters=86_567_656,
+         top1=81.8, top1_source=_DEIT_README,
+         top1_other=[dict(top1=79.9, source=_FF_PAPER + " (its DeiT-Base row; 79.9 is the "
+                                                        "DeiT README's DeiT-Small figure)")],
+         preprocessing=builder.DEIT_EVAL, license=_LICENSE, notes=_NOTES),
+]
 
 
-def DeiT(
-    patch_size,
-    embed_dim,
-    depth,
-    num_heads,
-    mlp_ratio=4.0,
-    image_size=224,
-    pos_grid_size=14,
-    include_top=True,
-    weights=None,
-    input_tensor=None,
-    input_shape=None,
-    pooling=None,
-    classes=1000,
-    classifier_activation="softmax",
-    name="deit",
-    drop_rate=0.0,
-    drop_path_rate=0.0,
-    attention_dropout_rate=0.0,
-    weights_preset=None,
-):
-    """Builds a DeiT/ViT as a functional `keras.Model` (timm's VisionTransformer).
+def _build(variant, dims, arguments, attention_dropout_rate):
+    builder.check_rate("attention_dropout_rate", attention_dropout_rate)
 
-    Args are those of `ffzoo.models.ffvit.FFViT`, with `num_heads` (attention heads)
-    and `attention_dropout_rate` (dropout on the attention weights) in place of
-    `token_mlp_dim`. `image_size` only sets the default input shape.
+    def blocks(x, drop_path_rates):
+        for i, rate in enumerate(drop_path_rates):
+            x = ffl.AttentionBlock(embed_dim=dims["embed_dim"], num_heads=dims["num_heads"],
+                                   mlp_dim=int(dims["embed_dim"] * dims["mlp_ratio"]),
+                                   dropout_rate=arguments["drop_rate"],
+                                   attention_dropout_rate=attention_dropout_rate,
+                                   drop_path_rate=rate, name=f"block_{i}")(x)
+        return x
+
+    row = preset_for_model(variant) if variant else None
+    # image_size only sets the default input shape: attention takes any token count
+    changes = builder.architecture_changes({k: v for k, v in dims.items() if k != "image_size"},
+                                           VARIANTS.get(variant))
+    return builder.build_model_with_cfg(FAMILY, dims, row, arguments, blocks, changes)
+
+
+def DeiT(patch_size, embed_dim, depth, num_heads, mlp_ratio=4.0, image_size=224,
+         pos_grid_size=14, include_top=True, weights=None, input_tensor=None, input_shape=None,
+         pooling=None, classes=1000, classifier_activation="softmax", name="deit",
+         drop_rate=0.0, drop_path_rate=0.0, attention_dropout_rate=0.0):
+    """Builds a DeiT/ViT of any dims as a functional `keras.Model` (timm's VisionTransformer).
+
+    Args:
+        patch_size, embed_dim, depth, num_heads, mlp_ratio: the dims.
+        image_size: the default input size (any size works: attention takes any
+            token count).
+        pos_grid_size: side of the learned position grid (14 in DeiT).
+        the others: as for `DeiTTiny`. With custom dims, `weights` is None or a file.
     """
     dims = dict(patch_size=patch_size, embed_dim=embed_dim, depth=depth, num_heads=num_heads,
-                mlp_ratio=mlp_ratio, pos_grid_size=pos_grid_size)
-    published = DEIT_VARIANTS.get(weights_preset, dims)
-    spec = common.validate_arguments(
-        name=name,
-        patch_size=patch_size,
-        image_size=image_size,
-        num_tokens=None,
-        fixed_token_count=False,
-        include_top=include_top,
-        weights=weights,
-        weights_preset=weights_preset,
-        input_tensor=input_tensor,
-        input_shape=input_shape,
-        pooling=pooling,
-        classes=classes,
-        classifier_activation=classifier_activation,
-        drop_rate=drop_rate,
-        drop_path_rate=drop_path_rate,
-        architecture_changes=[f"{k}={v}" for k, v in dims.items() if v != published[k]],
-    )
-    common.check_rate("attention_dropout_rate", attention_dropout_rate)
-    inputs, x = common.embed_patches(spec, patch_size, embed_dim, pos_grid_size, drop_rate)
-    for i, rate in enumerate(common.drop_path_rates(drop_path_rate, depth)):
-        x = ffl.AttentionBlock(
-            embed_dim=embed_dim,
-            num_heads=num_heads,
-            mlp_dim=int(embed_dim * mlp_ratio),
-            dropout_rate=drop_rate,
-            attention_dropout_rate=attention_dropout_rate,
-            drop_path_rate=rate,
-            name=f"block_{i}",
-        )(x)
-    model = common.finish_model(spec, inputs, x)
-    common.load_weights(model, spec)
-    return model
+                mlp_ratio=mlp_ratio, image_size=image_size, pos_grid_size=pos_grid_size)
+    arguments = dict(include_top=include_top, weights=weights, input_tensor=input_tensor,
+                     input_shape=input_shape, pooling=pooling, classes=classes,
+                     classifier_activation=classifier_activation, name=name,
+                     drop_rate=drop_rate, drop_path_rate=drop_path_rate)
+    return _build(None, dims, arguments, attention_dropout_rate)
 
 
-def _constructor(variant, class_name, summary):
-    constructor = common.make_constructor(
-        DeiT, variant, DEIT_VARIANTS[variant], class_name, summary,
-        family_arguments=[("attention_dropout_rate", 0.0)],
-        family_doc="`attention_dropout_rate`",
-    )
-    register_model(variant, constructor, family="deit", dims=DEIT_VARIANTS[variant])
+def _variant(variant, arguments):
+    arguments = dict(arguments)
+    attention_dropout_rate = arguments.pop("attention_dropout_rate")
+    image_size = arguments.pop("image_size")
+    dims = dict(VARIANTS[variant])
+    if image_size is not None:
+        dims["image_size"] = image_size
+    arguments["name"] = arguments["name"] or variant
+    return _build(variant, dims, arguments, attention_dropout_rate)
+
+
+_DOC = """{summary}
+
+    `{variant}`: {dims}.
+
+    Args:
+        include_top: whether to end with the classifier on the class token.
+        weights: `None` (random initialisation), `"imagenet"` (FAIR's published
+            checkpoint, see weights/README.md) or a path to a `.weights.h5` file or a
+            DeiT/timm `.pth` checkpoint (`{{"model": state_dict}}` or a bare state
+            dict; needs PyTorch).
+        input_tensor: optional Keras tensor to use as the model's input.
+        input_shape: `(H, W, C)` (or `(C, H, W)` with channels-first data format);
+            default `(image_size, image_size, 3)`. Any size of at least one patch;
+            away from 224 px the position grid is resized bilinearly on every call.
+        pooling: with `include_top=False`, `None` returns all tokens `(B, N, E)`
+            after the final LayerNorm; `"token"` the class token; `"avg"` / `"max"`
+            pool the patch tokens. With `include_top=True` only `None` or `"token"`.
+        classes: number of classes of the classifier.
+        classifier_activation: activation of the classifier (`None` for logits).
+        name: model name (default the variant's).
+        drop_rate: dropout after the position embedding, the attention projection
+            and inside every FF.
+        drop_path_rate: stochastic depth, rising linearly from 0 over the blocks.
+        attention_dropout_rate: dropout on the attention weights.
+        image_size: the default input size (default {image_size}).
+
+    Returns:
+        A `keras.Model`.
+    """
+
+
+def _document(constructor, variant, summary):
+    constructor.__doc__ = _DOC.format(summary=summary, variant=variant,
+                                      dims=builder.describe_dims(VARIANTS[variant]),
+                                      image_size=VARIANTS[variant]["image_size"])
+    register_model(variant, constructor, family=FAMILY.name, dims=VARIANTS[variant])
     return constructor
 
 
-DeiTTiny = _constructor("deit_tiny_patch16_224", "DeiTTiny", "DeiT-Tiny, the attention counterpart of FF-Tiny (72.2% ImageNet top-1 in DeiT; weights not yet in ffzoo).")
-DeiTBase = _constructor("deit_base_patch16_224", "DeiTBase", "DeiT-Base, the attention counterpart of FF-Base (79.9% ImageNet top-1 in DeiT; weights not yet in ffzoo).")
+def DeiTTiny(include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
+             classes=1000, classifier_activation="softmax", name=None, drop_rate=0.0,
+             drop_path_rate=0.0, attention_dropout_rate=0.0, image_size=None):
+    return _variant("deit_tiny_patch16_224", locals())
+
+
+def DeiTSmall(include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
+              classes=1000, classifier_activation="softmax", name=None, drop_rate=0.0,
+              drop_path_rate=0.0, attention_dropout_rate=0.0, image_size=None):
+    return _variant("deit_small_patch16_224", locals())
+
+
+def DeiTBase(include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
+             classes=1000, classifier_activation="softmax", name=None, drop_rate=0.0,
+             drop_path_rate=0.0, attention_dropout_rate=0.0, image_size=None):
+    return _variant("deit_base_patch16_224", locals())
+
+
+_document(DeiTTiny, "deit_tiny_patch16_224",
+          "DeiT-Tiny, the attention counterpart of FF-Tiny (72.2% ImageNet top-1 in DeiT).")
+_document(DeiTSmall, "deit_small_patch16_224",
+          "DeiT-Small (22.1M parameters, 79.9% ImageNet top-1 in DeiT).")
+_document(DeiTBase, "deit_base_patch16_224",
+          "DeiT-Base, the attention counterpart of FF-Base (81.8% ImageNet top-1 in DeiT).")
+for _row in PRETRAINED:
+    register_preset(_row)

@@ -1,12 +1,23 @@
-"""Strict conversion of PyTorch state dicts to ffzoo models.
+"""Strict conversion of foreign checkpoints into ffzoo models: one converter per source format.
 
-One rule table per source format: the paper's `vision_transformer_linear.py` (FF
-models) and timm's `VisionTransformer` (DeiT models). Arrays are NumPy: reading the
-`.pth` file (which needs PyTorch) is `ffzoo.weights.pth`'s job.
+A source format is a checkpoint layout: its key names, shapes and their mapping onto
+ffzoo's weight paths. `CONVERTERS` holds the ones ffzoo converts:
 
-The conversion asserts: every source tensor is used exactly once, every target
-weight is filled, every shape matches, and the parameter counts agree. Anything
-else raises `ConversionError` naming the offending keys.
+- `"ff_pth"`: the paper's `vision_transformer_linear.py` (FF models, `ffvit_*`);
+- `"timm_vit_pth"`: timm's `VisionTransformer`, the layout of FAIR's DeiT checkpoints
+  (`deit_*`).
+
+Each model's preset row names its format (`source_format`), which is how a `.pth` file
+finds its converter. Layouts of the families to come are in `RECOGNISED` (so that a
+file of theirs is named for what it is); Google's MLP-Mixer `.npz`, FAIR's ResMLP `.pth`
+and timm's `.safetensors` get a rule table in `CONVERTERS` (and their file reader beside
+`ffzoo.weights.pth`) when their families are added. Arrays are NumPy: reading the
+files (`.pth` needs PyTorch) is `ffzoo.weights.pth`'s job.
+
+Every conversion asserts: every source tensor is used exactly once, every target weight
+is filled, every shape matches, and the parameter counts agree. Anything else raises
+`ConversionError` naming the offending keys; a checkpoint of another format is an error
+naming the format it looks like.
 """
 
 import re
@@ -84,8 +95,68 @@ _DEIT_RULES = [
     (r"head\.weight", "head/kernel", _linear),
     (r"head\.bias", "head/bias", _same),
 ]
-RULES = {"ffvit": _FFVIT_RULES, "deit": _DEIT_RULES}
+
+
+class SourceFormat:
+    """A checkpoint layout: what it is called, which models it fits, how it is told apart
+    (`signature`: keys only this layout has), and its rules (None: recognised, not converted)."""
+
+    def __init__(self, label, models, signature, rules=None):
+        self.label, self.models, self.signature, self.rules = label, models, signature, rules
+
+    def matches(self, keys):
+        return all(k in keys for k in self.signature)
+
+
+CONVERTERS = {
+    "ff_pth": SourceFormat("an FF-only ViT checkpoint (the paper's vision_transformer_linear.py "
+                           "layout)", "ffvit_*", ("blocks.0.mlp1.fc1.weight",), _FFVIT_RULES),
+    "timm_vit_pth": SourceFormat("a DeiT/ViT checkpoint (timm layout)", "deit_*",
+                                 ("blocks.0.attn.qkv.weight",), _DEIT_RULES),
+}
+# Layouts ffzoo recognises but does not convert yet; their families add rule tables above.
+RECOGNISED = {
+    "resmlp_pth": SourceFormat("a ResMLP checkpoint (FAIR layout)", "no ffzoo model yet",
+                               ("blocks.0.attn.weight", "blocks.0.gamma_1")),
+    "big_vision_npz": SourceFormat("an MLP-Mixer checkpoint (Google's .npz layout)",
+                                   "no ffzoo model yet", ("stem/kernel",)),
+}
 _HEAD_KEYS = ("head.weight", "head.bias")
+_HEAD_PATHS = ("head/kernel", "head/bias")
+
+
+def converter(source_format):
+    """The `SourceFormat` that converts `source_format`; a `ConversionError` otherwise."""
+    if source_format in CONVERTERS:
+        return CONVERTERS[source_format]
+    known = ", ".join(repr(f) for f in CONVERTERS)
+    raise ConversionError(f"No converter for source format {source_format!r}; ffzoo converts {known}.")
+
+
+def looks_like(keys):
+    """The name of the first layout (converted or recognised) whose signature `keys` have."""
+    for name, layout in {**CONVERTERS, **RECOGNISED}.items():
+        if layout.matches(keys):
+            return name
+    return None
+
+
+def check_format(state_dict, source_format, where="the checkpoint", target="this model"):
+    """Raises `ConversionError` when `state_dict` is plainly another layout than `source_format`."""
+    expected = converter(source_format)
+    keys = set(state_dict)
+    if expected.matches(keys):
+        return
+    other = looks_like(keys)
+    if other is None:
+        return  # no known layout: the strict conversion says what does not fit
+    found = {**CONVERTERS, **RECOGNISED}[other]
+    signature = ", ".join(found.signature)
+    raise ConversionError(
+        f"Cannot load {where} into {target}: this checkpoint looks like {found.label} (it has "
+        f"{signature}), not {expected.label}. It fits {found.models} models, not "
+        f"{expected.models}."
+    )
 
 
 def _shorten(keys, limit=12):
@@ -105,7 +176,7 @@ def _size(value):
     return int(np.prod(np.shape(value), dtype=np.int64))
 
 
-def state_dict_to_keras(state_dict, target_shapes, family="ffvit", drop_head=False):
+def state_dict_to_keras(state_dict, target_shapes, source_format="ff_pth", skip_head=False):
     """Maps a PyTorch state dict to `{keras variable path: array}`.
 
     Every name, shape and size is checked against `target_shapes` before any data is
@@ -115,14 +186,19 @@ def state_dict_to_keras(state_dict, target_shapes, family="ffvit", drop_head=Fal
     Args:
         state_dict: mapping of source parameter names to NumPy arrays.
         target_shapes: `{keras variable path: shape}` of the model to fill.
-        family: `"ffvit"` (the paper's names) or `"deit"` (timm's ViT names).
-        drop_head: discard `head.weight` / `head.bias` (for `include_top=False`).
+        source_format: a key of `CONVERTERS` (`"ff_pth"`, `"timm_vit_pth"`).
+        skip_head: leave the classifier out on both sides (`head.*` of the source,
+            `head/*` of the target): for `include_top=False`, or to fine-tune with
+            another class count (the model's head keeps its initialisation).
 
     Raises:
-        ConversionError: unknown, duplicate or missing keys, mismatched shapes, or a
-            tensor larger than the model.
+        ConversionError: unknown, duplicate or missing keys, mismatched shapes, a
+            tensor larger than the model, or a checkpoint of another layout.
     """
-    state_dict = {k: v for k, v in state_dict.items() if not (drop_head and k in _HEAD_KEYS)}
+    rules = converter(source_format).rules
+    if skip_head:
+        state_dict = {k: v for k, v in state_dict.items() if k not in _HEAD_KEYS}
+        target_shapes = {p: s for p, s in target_shapes.items() if p not in _HEAD_PATHS}
     target_count = sum(int(np.prod(s)) for s in target_shapes.values())
     oversized = [f"{k} {tuple(np.shape(v))} ({_size(v):,} elements)"
                  for k, v in state_dict.items() if _size(v) > target_count]
@@ -134,7 +210,7 @@ def state_dict_to_keras(state_dict, target_shapes, family="ffvit", drop_head=Fal
         )
     plan, sources_of, unknown, converted, badly_shaped, unlaid = [], {}, [], {}, [], set()
     for key, value in state_dict.items():
-        for pattern, templates, layout in RULES[family]:
+        for pattern, templates, layout in rules:
             match = re.fullmatch(pattern, key)
             if match:
                 paths = [t.format(*match.groups())
@@ -213,30 +289,31 @@ def check_finite(named_arrays, where, on_nonfinite="warn"):
     warnings.warn(message, NonFiniteWeightsWarning, stacklevel=3)
 
 
-def assign(model, arrays):
-    """Sets each model weight from `arrays[path]`; every weight must be present."""
-    missing = [w.path for w in model.weights if w.path not in arrays]
+def assign(model, arrays, skip=()):
+    """Sets each model weight from `arrays[path]`; every weight not in `skip` must be present."""
+    variables = [w for w in model.weights if w.path not in skip]
+    missing = [w.path for w in variables if w.path not in arrays]
     if missing:
         raise ConversionError(f"No value for model weights: {_shorten(missing)}")
-    for variable in model.weights:
+    for variable in variables:
         variable.assign(arrays[variable.path].astype(variable.dtype))
 
 
-def load_state_dict(model, state_dict, family="ffvit", on_nonfinite="warn", source="the state dict"):
-    """Converts a PyTorch state dict and assigns it to `model` (strict).
+def load_state_dict(model, state_dict, source_format, *, skip_head=False, on_nonfinite="warn",
+                    source="the state dict"):
+    """Converts a PyTorch state dict of `source_format` and assigns it to `model` (strict).
 
-    A tensor holding NaN or Inf is a `NonFiniteWeightsWarning` naming it, or a
-    `ValueError` with `on_nonfinite="error"`; `source` names the file in messages.
+    `skip_head=True` loads everything but the classifier (which keeps its values); a
+    model without a classifier (`include_top=False`) skips the source's. A checkpoint
+    of another layout is a `ConversionError` naming it. A tensor holding NaN or Inf is
+    a `NonFiniteWeightsWarning` naming it, or a `ValueError` with
+    `on_nonfinite="error"`; `source` names the file in messages.
     """
     shapes = {w.path: tuple(w.shape) for w in model.weights}
-    drop_head = "head/kernel" not in shapes
-    arrays = state_dict_to_keras(state_dict, shapes, family=family, drop_head=drop_head)
-    check_finite({k: v for k, v in state_dict.items() if not (drop_head and k in _HEAD_KEYS)},
+    skip_head = skip_head or "head/kernel" not in shapes
+    check_format(state_dict, source_format, source, model.name)
+    arrays = state_dict_to_keras(state_dict, shapes, source_format, skip_head=skip_head)
+    check_finite({k: v for k, v in state_dict.items() if not (skip_head and k in _HEAD_KEYS)},
                  source, on_nonfinite)
-    assign(model, arrays)
+    assign(model, arrays, skip=_HEAD_PATHS if skip_head else ())
     return model
-
-
-def load_ffvit_state_dict(model, state_dict, on_nonfinite="warn", source="the state dict"):
-    """`load_state_dict` for the paper's FF models (their checkpoints' names)."""
-    return load_state_dict(model, state_dict, "ffvit", on_nonfinite, source)

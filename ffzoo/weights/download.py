@@ -1,4 +1,7 @@
-"""Downloading checkpoints into the Keras cache: atomic, verified, bounded, mirror-aware.
+"""Downloading checkpoints into the Keras cache: atomic, bounded, mirror-aware, and checked
+against every sha256 that is given (the preset's, a pin, an argument). No preset has a
+recorded sha256 yet, so until one is pinned a download is checked only for being whole
+and for converting strictly into the model.
 
 Environment:
 - `KERAS_HOME`: the cache root (default `~/.keras`); files go to `$KERAS_HOME/models/ffzoo`.
@@ -90,9 +93,9 @@ def pin_variable(preset):
 
 def expected_hashes(preset, sha256=None):
     """`{where: sha256}` the source file must match: the argument, the pin variable and
-    the manifest, each where given. Raises `ValueError` on a malformed hash."""
+    the preset row, each where given. Raises `ValueError` on a malformed hash."""
     given = {"the sha256 argument": sha256, pin_variable(preset): os.environ.get(pin_variable(preset)),
-             "the weights manifest": preset.get("sha256")}
+             "the weights table": preset.get("sha256")}
     hashes = {}
     for where, value in given.items():
         if value in (None, ""):
@@ -138,9 +141,8 @@ def _check_hashes(path, hashes, origin):
     actual = sha256_of(path)
     for where, expected in hashes.items():
         if actual != expected:
-            table = "the weights table" if where == "the weights manifest" else where
             raise ValueError(
-                f"The file from {origin} has sha256 {actual}, but {table} expects {expected}: "
+                f"The file from {origin} has sha256 {actual}, but {where} expects {expected}: "
                 "it is corrupt, truncated or not the published file. Nothing was cached; "
                 "try again, or check the mirror."
             )

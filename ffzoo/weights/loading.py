@@ -1,16 +1,27 @@
-"""The `weights=` argument of every model: checks before building, then loading.
+"""The `weights=` argument of every model: checks before building, then `load`.
+
+`load(model, source, row, skip_head=False)` converts into the model it is given and
+never builds one (this package does not import `ffzoo.models`).
 
 `weights` is one of:
 - `None`: random initialisation (the reference's).
 - `"imagenet"`: the model's published ImageNet weights. The authors' checkpoint is
-  downloaded once into the Keras cache, converted, and the converted `.weights.h5` is
-  cached beside it, so later loads need neither the network nor PyTorch.
+  downloaded once into the Keras cache and converted into the model; when the model holds
+  the whole published model (its classifier included) its weights are cached beside the
+  checkpoint as `<preset>.weights.h5`, so later loads need neither the network nor
+  PyTorch. (A first load with `include_top=False` or `skip_head=True` converts from the
+  cached checkpoint again next time, until a full model has been loaded once.)
 - a path to a `.weights.h5` file (written by Keras or `ffzoo convert`).
-- a path to an official `.pth` checkpoint (needs PyTorch).
+- a path to a PyTorch checkpoint (`.pth`) in the layout of the model's family (needs
+  PyTorch): the paper's for `ffvit_*`, FAIR's DeiT (timm) for `deit_*`.
 """
 
 import json
 import os
+import shutil
+import tempfile
+
+import numpy as np
 
 from ffzoo import files
 from ffzoo.weights import convert, download, presets, pth
@@ -33,10 +44,10 @@ def _require_torch(what):
         raise ImportError(f"{what}: {pth.PTH_EXTRA_HINT}")
 
 
-def _check_imagenet(model, *, include_top, classes, classifier_activation, channels,
-                    architecture_changes):
-    row = presets.preset_for_model(model) if model else None
-    if row is None or row["source_url"] is None:
+def _check_imagenet(row, *, include_top, classes, classifier_activation, channels,
+                    architecture_changes, skip_head):
+    model = row.get("model") if row else None
+    if row is None or row.get("source_url") is None:
         why = f" {row['notes']}" if row and row.get("notes") else ""
         raise ValueError(
             f"{model or 'This model'} has no published ImageNet weights.{why} Use weights=None "
@@ -50,13 +61,15 @@ def _check_imagenet(model, *, include_top, classes, classifier_activation, chann
         )
     if channels != 3:
         raise ValueError(f"weights='imagenet' need RGB input (3 channels); input_shape has {channels}.")
-    if include_top and classes != row["classes"]:
+    if include_top and classes != row["classes"] and not skip_head:
         raise ValueError(
             f"classes={classes} with weights='imagenet' and include_top=True: the pretrained "
             f"classifier has {row['classes']} classes. For another label set use "
-            "include_top=False and add your own head (or fine-tune: training/recipes/finetune)."
+            "include_top=False and add your own head, or fine-tune: build with weights=None "
+            "and call ffzoo.weights.load(model, 'imagenet', row, skip_head=True), as "
+            "training/ does."
         )
-    if include_top and classifier_activation not in (None, "softmax"):
+    if include_top and not skip_head and classifier_activation not in (None, "softmax"):
         import keras
 
         if keras.activations.get(classifier_activation) not in (
@@ -70,22 +83,30 @@ def _check_imagenet(model, *, include_top, classes, classifier_activation, chann
                        "PyTorch checkpoint")
 
 
-def check_weights_argument(weights, *, model, include_top, classes, classifier_activation,
-                           channels, architecture_changes=()):
+def check_weights_argument(weights, *, row, include_top, classes, classifier_activation,
+                           channels, architecture_changes=(), skip_head=False):
     """Raises before anything is built when `weights` cannot work with these arguments.
 
     Args:
-        model: the registered model name the weights are for (None for custom dims).
+        row: the preset row of the model the weights are for (None for custom dims).
         architecture_changes: descriptions of arguments that differ from the
             registered model's published architecture (e.g. `"image_size=384"`).
+        skip_head: the classifier will not be loaded (so its class count is free).
     """
     if weights is None:
         return
     if isinstance(weights, str) and weights == "imagenet":
-        _check_imagenet(model, include_top=include_top, classes=classes,
+        _check_imagenet(row, include_top=include_top, classes=classes,
                         classifier_activation=classifier_activation, channels=channels,
-                        architecture_changes=architecture_changes)
+                        architecture_changes=architecture_changes, skip_head=skip_head)
         return
+    path = _checked_path(weights)
+    if path.endswith(PTH_SUFFIXES):
+        _require_torch(f"weights={path!r} is a PyTorch checkpoint")
+
+
+def _checked_path(weights):
+    """`weights` as a path to an existing `.weights.h5` / `.pth` file; `ValueError` otherwise."""
     if not _is_path(weights):
         raise ValueError(
             "weights must be None, 'imagenet', or a path to a .weights.h5 file or a .pth "
@@ -99,50 +120,183 @@ def check_weights_argument(weights, *, model, include_top, classes, classifier_a
         )
     if not os.path.isfile(path):
         raise ValueError(f"weights={path!r}: no such file.")
+    return path
+
+
+def load(model, source, row, skip_head=False, ema=False):
+    """Loads `source` into the built model `model`; builds nothing and returns `model`.
+
+    Args:
+        model: an ffzoo model (any `include_top`, class count or activation).
+        source: `None` (nothing to load), `"imagenet"` (the preset's published weights,
+            downloaded and converted once into the cache), a `.weights.h5` file, or a
+            PyTorch checkpoint (`.pth` / `.pt`) in the layout `row["source_format"]`.
+        row: the model's preset row (`ffzoo.weights.preset_for_model(name)`); for a model
+            without a preset, a dict with at least `source_format`.
+        skip_head: load everything but the classifier, which keeps the values it has
+            (its initialisation): for fine-tuning with another class count.
+        ema: read a DeiT checkpoint's `model_ema` entry (`.pth` files only).
+
+    Raises:
+        ValueError (`ConversionError` for a file that does not fit the model; it names
+        the layout it looks like when it is another family's) and, for `.pth` files
+        without PyTorch, ImportError.
+    """
+    if source is None:
+        return model
+    if isinstance(source, str) and source == "imagenet":
+        _load_imagenet(model, row, skip_head)
+        return model
+    path = _checked_path(source)
+    if path.endswith(H5_SUFFIX):
+        load_h5(model, path, skip_head=skip_head)
+    else:
+        _require_torch(f"weights={path!r} is a PyTorch checkpoint")
+        convert.load_state_dict(model, pth.read_state_dict(path, ema=ema), row["source_format"],
+                                skip_head=skip_head, source=path)
+    return model
+
+
+def head_classes(source, row):
+    """The class count of the classifier that `source` holds, or None when it holds none.
+
+    Reads only shapes: for `"imagenet"` the preset's, for a `.pth` file its
+    `head.weight`, for a `.weights.h5` file its classifier's bias. With it, a caller
+    decides `skip_head` without trying a load (see `training/train.py`'s `build_model`).
+    """
+    if isinstance(source, str) and source == "imagenet":
+        return row["classes"] if row else None
+    path = _checked_path(source)
     if path.endswith(PTH_SUFFIXES):
         _require_torch(f"weights={path!r} is a PyTorch checkpoint")
+        head = pth.read_state_dict(path).get("head.bias")
+        return None if head is None else int(head.shape[0])
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        group = _h5_head_group(f, path)
+        return None if group is None else int(f[group]["1"].shape[0])
 
 
-def load_into(model, weights, *, preset_model=None, ema=False):
-    """Loads `weights` (see the module docstring) into a built ffzoo model."""
-    if isinstance(weights, str) and weights == "imagenet":
-        target = imagenet_weights_file(preset_model)
+def _h5_head_group(f, path):
+    """The `vars` group of the classifier in a Keras `.weights.h5` file, or None.
+
+    Keras names the groups of a functional model's layers after their classes: the
+    classifier is the model's only top-level `Dense`, saved as `layers/dense/vars`.
+    """
+    layers = f.get("layers")
+    names = [n for n in (layers or {}) if n == "dense" or n.startswith("dense_")]
+    if len(names) > 1:
+        raise ValueError(f"{path} has {len(names)} top-level Dense layers ({', '.join(names)}); "
+                         "an ffzoo model has one (its classifier).")
+    if not names or "0" not in layers[names[0]].get("vars", {}):
+        return None
+    return f"layers/{names[0]}/vars"
+
+
+def _load_imagenet(model, row, skip_head):
+    if row is None or not row.get("source_url"):
+        name = (row or {}).get("model") or "This model"
+        why = f" {row['notes']}" if row and row.get("notes") else ""
+        raise ValueError(f"{name} has no published ImageNet weights.{why}")
+    target = converted_path(row)
+    hashes = download.expected_hashes(row)
+    if os.path.exists(target) and _cached_file_is_current(target, hashes):
         try:
-            load_h5(model, target)
+            load_h5(model, target, skip_head=skip_head)
         except ValueError as error:
             _remove(target, record_path(target))
             raise ValueError(f"{error} The cached file was removed; the next load converts "
                              "the checkpoint again.") from None
-        return model
-    path = os.fspath(weights)
-    if path.endswith(H5_SUFFIX):
-        load_h5(model, path)
-    else:
-        convert.load_ffvit_state_dict(model, pth.read_state_dict(path, ema=ema), source=path)
-    return model
+        return
+    _require_torch(f"Converting the {row['model']} checkpoint")
+    ema = row.get("source_entry") == "model_ema"
+
+    def convert_into_model(path, digest):
+        state = pth.read_state_dict(path, ema=ema)
+        convert.load_state_dict(model, state, row["source_format"], skip_head=skip_head,
+                                source=path)
+        if not hashes:
+            print(f"ffzoo: {row['file_name']} is not pinned; to accept only this exact file "
+                  f"from now on, set {download.pin_variable(row)}={digest} (or pass "
+                  f"--sha256 to ffzoo predict)")
+        if _holds_published_weights(model, row, skip_head):
+            print(f"ffzoo: converted {row['file_name']} (sha256 {digest}) -> {target}")
+            _save_converted(model, target, row["file_name"], digest)
+        return target
+
+    download.fetch(row, convert_into_model)
 
 
-def load_h5(model, path, on_nonfinite="warn"):
+def _holds_published_weights(model, row, skip_head):
+    """Whether `model` now holds the whole published model in float32 (so its weights
+    can be cached as the preset's converted file): its classifier included."""
+    names = {w.path: w for w in model.weights}
+    head = names.get("head/bias")
+    return (not skip_head and head is not None and tuple(head.shape) == (row["classes"],)
+            and all(w.dtype == "float32" for w in model.weights))
+
+
+def load_h5(model, path, on_nonfinite="warn", skip_head=False):
     """`model.load_weights(path)`; a file that is not this model's weights is a
-    `ValueError` naming it, and NaN / Inf weights are a warning naming them."""
+    `ValueError` naming it, and NaN / Inf weights are a warning naming them.
+
+    With `skip_head=True` the file's classifier (any class count, or none) is left out
+    and the model's keeps its values: Keras then loads every other weight strictly from
+    a temporary copy of the file whose classifier is the model's own.
+    """
     if os.path.getsize(path) == 0:
         raise ValueError(f"{path} is empty (0 bytes), not a Keras .weights.h5 file.")
     import h5py
 
     if not h5py.is_hdf5(path):
         raise ValueError(f"{path} is not an HDF5 file, so not a Keras .weights.h5 file.")
+    if skip_head and _model_head(model) is not None:
+        with tempfile.TemporaryDirectory() as scratch:
+            copy = os.path.join(scratch, "without_head" + H5_SUFFIX)
+            shutil.copyfile(path, copy)
+            _put_model_head(model, copy, path)
+            _load_h5_strict(model, copy, path, on_nonfinite)
+        return
+    _load_h5_strict(model, path, path, on_nonfinite)
+
+
+def _model_head(model):
+    try:
+        return model.get_layer("head")
+    except ValueError:
+        return None
+
+
+def _put_model_head(model, copy, path):
+    import h5py
+
+    kernel, bias = (np.asarray(keras_to_numpy(w)) for w in _model_head(model).weights)
+    with h5py.File(copy, "r+") as f:
+        group = _h5_head_group(f, path) or "layers/dense/vars"
+        if group in f:
+            del f[group]
+        vars_group = f.require_group(group)
+        vars_group.create_dataset("0", data=kernel)
+        vars_group.create_dataset("1", data=bias)
+
+
+def keras_to_numpy(x):
+    import keras
+
+    return keras.ops.convert_to_numpy(x)
+
+
+def _load_h5_strict(model, path, name, on_nonfinite):
     try:
         model.load_weights(path)
     except OSError as error:
-        raise ValueError(f"Cannot read {path}: a damaged or truncated HDF5 file "
+        raise ValueError(f"Cannot read {name}: a damaged or truncated HDF5 file "
                          f"({_first_line(error)}).") from None
     except (ValueError, KeyError, TypeError) as error:
-        raise ValueError(f"{path} does not hold the weights of {model.name} "
+        raise ValueError(f"{name} does not hold the weights of {model.name} "
                          f"({len(model.weights)} variables): {_first_line(error)}") from None
-    import keras
-
-    convert.check_finite({w.path: keras.ops.convert_to_numpy(w) for w in model.weights},
-                         path, on_nonfinite)
+    convert.check_finite({w.path: keras_to_numpy(w) for w in model.weights}, name, on_nonfinite)
 
 
 def _first_line(error):
@@ -214,40 +368,6 @@ def _write_record(target, weights_sha256, source_file, source_sha256):
             f.write(text)
 
     files.write_atomically(record_path(target), write)
-
-
-def imagenet_weights_file(model_name, sha256=None):
-    """The cached converted `.weights.h5` of a model's ImageNet preset, made if needed.
-
-    The first call downloads the authors' checkpoint (verified against `sha256`, the
-    pin variable and the manifest, each where given; atomic), converts it strictly
-    into the full published model (with its 1000-class head) and writes the file
-    atomically with a record of both files' sha256 beside it; every later call checks
-    the file against that record. A checkpoint that does not convert is removed.
-    """
-    row = presets.preset_for_model(model_name)
-    target = converted_path(row)
-    hashes = download.expected_hashes(row, sha256)
-    if os.path.exists(target) and _cached_file_is_current(target, hashes):
-        return target
-    _require_torch(f"Converting the {model_name} checkpoint")
-    ema = row.get("source_entry") == "model_ema"
-
-    def convert_and_save(path, digest):
-        state = pth.read_state_dict(path, ema=ema)
-        from ffzoo.models.registry import create_model
-
-        published = create_model(model_name, classifier_activation=None)
-        convert.load_ffvit_state_dict(published, state, source=path)
-        print(f"ffzoo: converting {row['file_name']} (sha256 {digest}) -> {target}")
-        if not hashes:
-            print(f"ffzoo: {row['file_name']} is not pinned; to accept only this exact file "
-                  f"from now on, set {download.pin_variable(row)}={digest} (or pass "
-                  f"sha256=... to ffzoo.weights.imagenet_weights_file, or --sha256 to ffzoo predict)")
-        _save_converted(published, target, row["file_name"], digest)
-        return target
-
-    return download.fetch(row, convert_and_save, sha256=sha256)
 
 
 def _save_converted(model, target, source_file, source_sha256):

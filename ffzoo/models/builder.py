@@ -1,17 +1,43 @@
-"""Pieces shared by the model families: argument checks, the stem and the head.
+"""The one builder of every model family (timm's `build_model_with_cfg` is the anchor).
 
-Every argument is checked before any layer is created, so a bad call fails fast
-with a message that says what would work.
+`build_model_with_cfg` checks the keras.applications arguments before any layer is
+created (a bad call fails fast with a message that says what would work), builds the
+stem, the family's blocks and the head, and hands the built model and its preset row
+to `ffzoo.weights.load`, which converts into it. A family file supplies a `Family`,
+its variant table, its preset rows and its constructors; nothing here knows a family.
 """
 
 import dataclasses
-import inspect
-import os
 
 import keras
 import numpy as np
 
 from ffzoo import layers as ffl
+from ffzoo import weights as ffweights
+
+# DeiT's evaluation transform, which the published accuracies of the FF and DeiT
+# weights assume (`ffzoo.preprocess_image` reproduces it): resize the shorter side to
+# int(224 / 0.875) = 256, center-crop 224, ImageNet mean and std.
+DEIT_EVAL = {"crop_size": 224, "crop_fraction": 0.875, "resize_size": 256,
+             "interpolation": "bicubic (PIL, antialiased)",
+             "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+
+
+@dataclasses.dataclass(frozen=True)
+class Family:
+    """What the builder needs to know of a model family.
+
+    name: the family's name in the registry (`"ffvit"`, `"deit"`).
+    source_format: the layout of its PyTorch checkpoints (a key of
+        `ffzoo.weights.convert.CONVERTERS`), used for `.pth` files of models without
+        a preset row.
+    fixed_token_count: whether the blocks only accept the token count they were built
+        for (the token FF), so the input size is fixed up to the patch rounding.
+    """
+
+    name: str
+    source_format: str
+    fixed_token_count: bool
 
 
 @dataclasses.dataclass
@@ -20,8 +46,6 @@ class ModelSpec:
 
     name: str
     include_top: bool
-    weights: object
-    weights_preset: str
     input_tensor: object
     input_shape: tuple  # as the user gives it, in the global image data format
     channels_first: bool
@@ -91,31 +115,17 @@ def _resolve_input_shape(input_tensor, input_shape, image_size, channels_first):
     return input_shape
 
 
-def validate_arguments(
-    *,
-    name,
-    patch_size,
-    image_size,
-    num_tokens,
-    fixed_token_count,
-    include_top,
-    weights,
-    weights_preset,
-    input_tensor,
-    input_shape,
-    pooling,
-    classes,
-    classifier_activation,
-    drop_rate,
-    drop_path_rate,
-    architecture_changes=(),
-):
-    """Checks a model's arguments and returns a `ModelSpec`; raises `ValueError`.
+def validate_arguments(family, dims, row, arguments, architecture_changes=(), skip_head=False):
+    """Checks a model's arguments (`arguments`: the keras.applications ones, `drop_rate`
+    and `drop_path_rate`) and returns a `ModelSpec`; raises `ValueError`.
 
-    `architecture_changes` lists arguments that make the model differ from the
-    registered `weights_preset` model (pretrained weights would not fit).
+    `architecture_changes` lists arguments that make the model differ from the model of
+    its preset row (pretrained weights would not fit).
     """
-    from ffzoo import weights as ffweights
+    include_top, pooling, classes = (arguments[k] for k in ("include_top", "pooling", "classes"))
+    classifier_activation = arguments["classifier_activation"]
+    patch_size, image_size = dims["patch_size"], dims["image_size"]
+    num_tokens = 1 + (image_size // patch_size) ** 2 if isinstance(image_size, int) else None
 
     if not isinstance(include_top, bool):
         raise ValueError(f"include_top must be True or False; got {include_top!r}.")
@@ -133,13 +143,14 @@ def validate_arguments(
     if isinstance(classes, bool) or not isinstance(classes, (int, np.integer)) or classes < 1:
         raise ValueError(f"classes must be an integer >= 1; got {classes!r}.")
     _check_activation(classifier_activation)
-    check_rate("drop_rate", drop_rate)
-    check_rate("drop_path_rate", drop_path_rate)
+    check_rate("drop_rate", arguments["drop_rate"])
+    check_rate("drop_path_rate", arguments["drop_path_rate"])
     if not isinstance(image_size, int) or image_size < patch_size:
         raise ValueError(f"image_size must be an integer >= patch size {patch_size}; got {image_size!r}.")
 
     channels_first = keras.config.image_data_format() == "channels_first"
-    shape = _resolve_input_shape(input_tensor, input_shape, image_size, channels_first)
+    input_tensor = arguments["input_tensor"]
+    shape = _resolve_input_shape(input_tensor, arguments["input_shape"], image_size, channels_first)
     height, width, channels = (shape[1], shape[2], shape[0]) if channels_first else shape
     if channels < 1:
         raise ValueError(f"input_shape {shape} has no channels.")
@@ -148,10 +159,10 @@ def validate_arguments(
             f"input_shape {shape} is smaller than one {patch_size} x {patch_size} patch."
         )
     grid = (height // patch_size, width // patch_size)
-    if fixed_token_count and 1 + grid[0] * grid[1] != num_tokens:
+    if family.fixed_token_count and 1 + grid[0] * grid[1] != num_tokens:
         side = image_size // patch_size
         raise ValueError(
-            f"{name} mixes exactly {num_tokens} tokens (a class token and {side} x {side} "
+            f"{arguments['name']} mixes exactly {num_tokens} tokens (a class token and {side} x {side} "
             f"patches of {patch_size} px), but input_shape {shape} gives a "
             f"{grid[0]} x {grid[1]} patch grid ({1 + grid[0] * grid[1]} tokens). Inputs of "
             f"{side * patch_size} to {(side + 1) * patch_size - 1} px per side work (any "
@@ -162,19 +173,18 @@ def validate_arguments(
         )
 
     ffweights.check_weights_argument(
-        weights,
-        model=weights_preset,
+        arguments["weights"],
+        row=row,
         include_top=include_top,
         classes=classes,
         classifier_activation=classifier_activation,
         channels=channels,
         architecture_changes=architecture_changes,
+        skip_head=skip_head,
     )
     return ModelSpec(
-        name=name,
+        name=arguments["name"],
         include_top=include_top,
-        weights=weights,
-        weights_preset=weights_preset,
         input_tensor=input_tensor,
         input_shape=shape,
         channels_first=channels_first,
@@ -184,7 +194,7 @@ def validate_arguments(
     )
 
 
-def embed_patches(spec, patch_size, embed_dim, pos_grid_size, drop_rate):
+def _embed_patches(spec, patch_size, embed_dim, pos_grid_size, drop_rate):
     """Input -> patch embedding -> class token and positions -> dropout.
 
     Returns `(model_inputs, tokens)`.
@@ -202,7 +212,8 @@ def embed_patches(spec, patch_size, embed_dim, pos_grid_size, drop_rate):
     x = ffl.ClassTokenPositionEmbedding(
         grid_size=(pos_grid_size, pos_grid_size), name="pos_embed"
     )(x)
-    x = keras.layers.Dropout(drop_rate, name="pos_drop")(x)
+    if drop_rate > 0.0:
+        x = keras.layers.Dropout(drop_rate, name="pos_drop")(x)
     return inputs, x
 
 
@@ -213,7 +224,7 @@ def _head_dtype():
     return policy
 
 
-def finish_model(spec, inputs, tokens):
+def _finish_model(spec, inputs, tokens):
     """Final LayerNorm, then the classifier or the requested pooling; a `keras.Model`."""
     x = keras.layers.LayerNormalization(epsilon=ffl.LAYER_NORM_EPSILON, name="norm")(tokens)
     if spec.include_top:
@@ -231,69 +242,42 @@ def finish_model(spec, inputs, tokens):
     return keras.Model(inputs, x, name=spec.name)
 
 
-def load_weights(model, spec):
-    if spec.weights is None:
-        return
-    from ffzoo import weights as ffweights
-
-    ffweights.load_into(model, spec.weights, preset_model=spec.weights_preset)
+APPLICATION_DEFAULTS = dict(include_top=True, weights=None, input_tensor=None, input_shape=None,
+                            pooling=None, classes=1000, classifier_activation="softmax",
+                            name=None, drop_rate=0.0, drop_path_rate=0.0)
 
 
-def is_path(value):
-    return isinstance(value, (str, os.PathLike))
+def build_model_with_cfg(family, dims, row, arguments, blocks, architecture_changes=(),
+                         skip_head=False):
+    """Builds one model of `family` and loads its weights; returns a `keras.Model`.
 
-
-APPLICATION_ARGUMENTS = [
-    ("include_top", True),
-    ("weights", None),
-    ("input_tensor", None),
-    ("input_shape", None),
-    ("pooling", None),
-    ("classes", 1000),
-    ("classifier_activation", "softmax"),
-    ("name", None),
-    ("drop_rate", 0.0),
-    ("drop_path_rate", 0.0),
-]
-
-
-def make_constructor(builder, variant, dims, class_name, summary, family_arguments, family_doc):
-    """A keras.applications-style constructor for one variant of a family.
-
-    The constructor takes the keras.applications arguments, `drop_rate`,
-    `drop_path_rate`, the family's own `family_arguments` (`[(name, default)]`) and
-    `image_size`, and calls `builder(**dims, ...)` with the variant's dims.
+    Args:
+        family: the `Family`.
+        dims: the architecture (`patch_size`, `embed_dim`, `depth`, `image_size`,
+            `pos_grid_size`, and what the family's blocks read).
+        row: the preset row of the registered model these dims come from (None for
+            custom dims), read once by the constructor and handed on to the loader.
+        arguments: the keras.applications arguments, `drop_rate` and `drop_path_rate`
+            (the keys of `APPLICATION_DEFAULTS`).
+        blocks: `blocks(tokens, drop_path_rates) -> tokens`, the family's blocks.
+        architecture_changes: how these dims differ from the row's model (e.g.
+            `"image_size=384"`); pretrained weights then do not fit.
+        skip_head: load every weight but the classifier (fine-tuning with another
+            class count; see `ffzoo.weights.load`).
     """
-    parameters = [
-        inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=d)
-        for n, d in APPLICATION_ARGUMENTS + list(family_arguments) + [("image_size", None)]
-    ]
-    signature = inspect.Signature(parameters)
+    spec = validate_arguments(family, dims, row, arguments, architecture_changes, skip_head)
+    drop_rate = arguments["drop_rate"]
+    inputs, x = _embed_patches(spec, dims["patch_size"], dims["embed_dim"],
+                               dims["pos_grid_size"], drop_rate)
+    x = blocks(x, drop_path_rates(arguments["drop_path_rate"], dims["depth"]))
+    model = _finish_model(spec, inputs, x)
+    source_row = row if row is not None else {"model": None, "source_format": family.source_format}
+    ffweights.load(model, arguments["weights"], source_row, skip_head=skip_head)
+    return model
 
-    def constructor(*args, **kwargs):
-        bound = signature.bind(*args, **kwargs)
-        bound.apply_defaults()
-        arguments = dict(bound.arguments)
-        variant_dims = dict(dims)
-        image_size = arguments.pop("image_size")
-        if image_size is not None:
-            variant_dims["image_size"] = image_size
-        arguments["name"] = arguments["name"] or variant
-        return builder(**variant_dims, **arguments, weights_preset=variant)
 
-    constructor.__signature__ = signature
-    constructor.__name__ = constructor.__qualname__ = class_name
-    constructor.__doc__ = f"""{summary}
-
-    `{variant}`: {describe_dims(dims)}.
-
-    Takes the keras.applications arguments (`include_top`, `weights`, `input_tensor`,
-    `input_shape`, `pooling`, `classes`, `classifier_activation`, `name`) plus
-    `drop_rate`, `drop_path_rate`, {family_doc} and `image_size` (the input size the
-    model is built for; default {dims['image_size']}). See `{builder.__module__}.{builder.__name__}`
-    for each argument.
-
-    Returns:
-        A `keras.Model`.
-    """
-    return constructor
+def architecture_changes(dims, published):
+    """`["key=value", ...]` for each entry of `dims` that differs from `published`."""
+    if published is None:
+        return []
+    return [f"{k}={v}" for k, v in dims.items() if k in published and v != published[k]]
