@@ -1,6 +1,5 @@
 """The command line and the weights tooling."""
 
-import json
 import os
 
 import numpy as np
@@ -53,28 +52,34 @@ def test_models_command(capsys):
     assert "ffvit_large_patch32_224" in out and "none" in out
 
 
-def test_weights_readme_table_is_generated_from_the_manifest():
-    manifest = json.loads(tools.MANIFEST.read_text())
+@pytest.mark.once
+def test_weights_readme_table_is_generated_from_the_pretrained_configs():
     current = tools.README.read_text()
-    assert tools.readme_with_table(current, manifest["presets"]) == current, (
+    assert tools.readme_with_table(current, ffzoo.weights.list_presets()) == current, (
         "weights/README.md is stale: run python -m weights.tools table")
+    for row in ffzoo.weights.list_presets():
+        assert f"| `{row['name']}` | `{row['model']}` | `{row['source_format']}` | {row['top1'] or '—'}" in current
 
 
 def test_hash_and_verify_tools(finetuned_checkpoint, tmp_path, monkeypatch, capsys):
     path, reference = finetuned_checkpoint
-    manifest = json.loads(tools.MANIFEST.read_text())
-    row = next(r for r in manifest["presets"] if r["model"] == "ffvit_tiny_patch16_224")
-    row["classes"] = 10
-    monkeypatch.setattr(tools, "MANIFEST", tmp_path / "manifest.json")
+    monkeypatch.setitem(ffzoo.weights.preset_for_model("ffvit_tiny_patch16_224"), "classes", 10)
+    models_dir = tmp_path / "models"
+    models_dir.mkdir()
+    original = (tools.MODELS_DIR / "ffvit.py").read_text()
+    (models_dir / "ffvit.py").write_text(original)
+    monkeypatch.setattr(tools, "MODELS_DIR", models_dir)
     monkeypatch.setattr(tools, "README", tmp_path / "README.md")
-    tools.MANIFEST.write_text(json.dumps(manifest))
     tools.README.write_text(f"x\n{tools.BEGIN}\n{tools.END}\ny\n")
     tools.main(["hash", "ffvit_tiny_patch16_224.in1k", str(path)])
     digest = ffzoo.weights.download.sha256_of(path)
-    assert json.loads(tools.MANIFEST.read_text())["presets"][0]["sha256"] == digest
+    written = (models_dir / "ffvit.py").read_text()
+    assert written.count(f'sha256="{digest}"') == 1 and written.count("sha256=None") == original.count("sha256=None") - 1
+    tiny_row = written[written.index('name="ffvit_tiny_patch16_224.in1k"'):written.index('name="ffvit_base_patch16_224.in1k"')]
+    assert f'sha256="{digest}"' in tiny_row
     assert f"`{digest[:16]}…`" in tools.README.read_text()
     tools.main(["verify", "ffvit_tiny_patch16_224.in1k", str(path)])
-    assert "max |logit difference| vs PyTorch" in capsys.readouterr().out
+    assert "max |logit difference| vs the reference" in capsys.readouterr().out
 
 
 def test_readme_model_table_is_generated_from_the_counters():

@@ -11,12 +11,13 @@ from tests.families import FAMILIES
 from references import numpy_ffvit as ref
 
 # Parameter counts measured on the reference code (shared/REFERENCE.md), and timm's
-# DeiT models (5.7M and 86.6M in the DeiT paper).
+# DeiT models (5.7M, 22M and 86.6M in the DeiT paper).
 REFERENCE_PARAMS = {
     "ffvit_tiny_patch16_224": 7_676_332,
     "ffvit_base_patch16_224": 61_943_020,
     "ffvit_large_patch32_224": 206_363_576,
     "deit_tiny_patch16_224": 5_717_416,
+    "deit_small_patch16_224": 22_050_664,
     "deit_base_patch16_224": 86_567_656,
     # Not in the paper: the count of references/torch_ffvit.FFViT(patch_size=4,
     # embed_dim=128, depth=6, image_size=32, pos_grid=8); test_micro_count_is_the_torch_reference_s.

@@ -497,16 +497,15 @@ def test_model_argument_errors_before_building(family, kwargs, message, monkeypa
 
 @pytest.fixture
 def tools_files(tmp_path, monkeypatch):
-    """weights.tools on a copy of the manifest (FF-Micro given 1000 classes) and a README."""
-    import json
-
+    """weights.tools on a copy of the FF model file (FF-Micro given 1000 classes) and a README."""
     from weights import tools
 
-    manifest = json.loads(tools.MANIFEST.read_text())
-    next(r for r in manifest["presets"] if r["model"] == MICRO)["classes"] = 1000
-    monkeypatch.setattr(tools, "MANIFEST", tmp_path / "manifest.json")
+    monkeypatch.setitem(presets.preset_for_model(MICRO), "classes", 1000)
+    models_dir = tmp_path / "models"
+    models_dir.mkdir()
+    (models_dir / "ffvit.py").write_text((tools.MODELS_DIR / "ffvit.py").read_text())
+    monkeypatch.setattr(tools, "MODELS_DIR", models_dir)
     monkeypatch.setattr(tools, "README", tmp_path / "README.md")
-    tools.MANIFEST.write_text(json.dumps(manifest))
     tools.README.write_text(f"x\n{tools.BEGIN}\n{tools.END}\ny\n")
     return tools
 
@@ -514,22 +513,22 @@ def tools_files(tmp_path, monkeypatch):
 @pytest.mark.once
 def test_tools_unknown_preset_and_readme_without_markers(tools_files, ema_checkpoint):
     tools = tools_files
-    with pytest.raises(SystemExit, match=r"no preset 'ffvit_nano' in .*manifest\.json"):
+    with pytest.raises(SystemExit, match=r"no preset 'ffvit_nano' among the models' pretrained configs"):
         tools.main(["hash", "ffvit_nano", str(ema_checkpoint[0])])
-    manifest = tools.MANIFEST.read_text()
+    model_file = (tools.MODELS_DIR / "ffvit.py").read_text()
     tools.README.write_text("a README whose table markers were deleted\n")
     with pytest.raises(SystemExit, match=r"README\.md has no presets table: put the lines "
                                          r"'<!-- presets table: begin -->' and '<!-- presets "
                                          r"table: end -->' where it goes"):
         tools.main(["hash", MICRO, str(ema_checkpoint[0])])
-    assert tools.MANIFEST.read_text() == manifest  # nothing half-written
+    assert (tools.MODELS_DIR / "ffvit.py").read_text() == model_file  # nothing half-written
 
 
 def test_tools_verify_passes_and_fails(tools_files, ema_checkpoint, monkeypatch, capsys):
     tools = tools_files
     path, raw, _ = ema_checkpoint
     tools.main(["verify", MICRO, str(path)])
-    assert "ffvit_micro_patch4_32.none: max |logit difference| vs PyTorch = " in capsys.readouterr().out
+    assert "ffvit_micro_patch4_32.none: max |logit difference| vs the reference = " in capsys.readouterr().out
 
     class Shifted(torch_ffvit.FFViT):  # a reference that disagrees by 1e-3
         def forward(self, images):

@@ -1,1 +1,1 @@
-"""The weights manifest and its tooling; installed as the data package ffzoo.presets_data."""
+"""Maintainer tools for the published weights (not shipped in the wheel)."""

@@ -1,39 +1,52 @@
-"""Maintainer tools for the weights manifest (run from the repository root).
+"""Maintainer tools for the published weights (run from the repository root; not shipped).
 
     python -m weights.tools table              # rewrite the table in weights/README.md
-    python -m weights.tools hash PRESET FILE   # record FILE's sha256 for PRESET
-    python -m weights.tools verify PRESET FILE # convert FILE, compare with PyTorch
+    python -m weights.tools hash PRESET FILE   # record FILE's sha256 in PRESET's row
+    python -m weights.tools verify PRESET FILE # convert FILE, compare with a reference
 
-`verify` runs the checkpoint through the PyTorch reference implementation in
-references/ and through ffzoo on the current Keras backend, and fails unless
-the logits agree within 1e-4.
+The presets are the `PRETRAINED` rows of the model files (`ffzoo/models/<family>.py`);
+`hash` writes the sha256 into that row's literal and regenerates the table. `verify`
+runs the checkpoint through an independent reference implementation in references/
+(PyTorch for the FF models, NumPy float64 for DeiT) and through ffzoo on the current
+Keras backend, and fails unless the logits agree within 1e-4.
 """
 
 import argparse
-import json
 import pathlib
+import re
 import sys
 
 HERE = pathlib.Path(__file__).resolve().parent
-MANIFEST = HERE / "manifest.json"
+if str(HERE.parent) not in sys.path:
+    sys.path.insert(0, str(HERE.parent))
 README = HERE / "README.md"
+MODELS_DIR = HERE.parent / "ffzoo" / "models"
 BEGIN, END = "<!-- presets table: begin -->", "<!-- presets table: end -->"
+
+
+def _top1(row):
+    if row["top1"] is None:
+        return "—"
+    other = "".join(f"; {o['top1']} in {o['source']}" for o in row["top1_other"])
+    return f"{row['top1']} ({row['top1_source']}{other})"
 
 
 def render_table(rows):
     lines = [
-        "| preset | model | top-1 (paper) | parameters | source | sha256 | preprocessing | license |",
-        "|---|---|---|---|---|---|---|---|",
+        "| preset | model | format | top-1 (who reports it) | parameters | source | sha256 | "
+        "preprocessing | license |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         source = f"[{row['file_name']}]({row['source_url']})" if row["source_url"] else "not published"
         sha = f"`{row['sha256'][:16]}…`" if row["sha256"] else "not recorded"
         pre = row["preprocessing"]
-        prep = (f"resize {pre['resize_size']} {pre['interpolation']}, crop {pre['crop_size']}, "
-                f"mean {tuple(pre['mean'])}, std {tuple(pre['std'])}") if pre else "—"
+        prep = (f"resize {pre['resize_size']} {pre['interpolation']}, crop {pre['crop_size']} "
+                f"({pre['crop_fraction']}), mean {tuple(pre['mean'])}, std {tuple(pre['std'])}"
+                ) if pre else "—"
         lines.append(
-            f"| `{row['name']}` | `{row['model']}` | {row['top1'] or '—'} | {row['parameters']:,} | "
-            f"{source} | {sha} | {prep} | {row['license'] or '—'} |"
+            f"| `{row['name']}` | `{row['model']}` | `{row['source_format']}` | {_top1(row)} | "
+            f"{row['parameters']:,} | {source} | {sha} | {prep} | {row['license'] or '—'} |"
         )
     return "\n".join(lines)
 
@@ -47,60 +60,90 @@ def readme_with_table(readme_text, rows):
     return f"{head}{BEGIN}\n{render_table(rows)}\n{END}{tail}"
 
 
-def _load():
-    return json.loads(MANIFEST.read_text())
+def _rows():
+    import ffzoo
+
+    return ffzoo.weights.list_presets()
 
 
-def _row(manifest, preset):
-    for row in manifest["presets"]:
+def _row(preset):
+    for row in _rows():
         if preset in (row["name"], row["model"]):
             return row
-    sys.exit(f"no preset {preset!r} in {MANIFEST}")
+    sys.exit(f"no preset {preset!r} among the models' pretrained configs "
+             f"({', '.join(r['name'] for r in _rows())})")
+
+
+def with_sha256(source, preset_name, digest):
+    """`source` (a model file's text) with `sha256=<digest>` in the row named `preset_name`."""
+    start = source.find(f'name="{preset_name}"')
+    if start < 0:
+        raise ValueError(f"no row name=\"{preset_name}\" in the model file")
+    match = re.compile(r'sha256=(None|"[0-9a-f]{64}")').search(source, start)
+    if match is None:
+        raise ValueError(f"the row {preset_name!r} has no sha256=None / sha256=\"...\" entry")
+    return source[:match.start()] + f'sha256="{digest}"' + source[match.end():]
 
 
 def cmd_table(args):
-    README.write_text(readme_with_table(README.read_text(), _load()["presets"]))
+    README.write_text(readme_with_table(README.read_text(), _rows()))
     print(f"wrote the presets table of {README}")
 
 
 def cmd_hash(args):
-    sys.path.insert(0, str(HERE.parent))
     from ffzoo.weights.download import sha256_of
 
-    manifest = _load()
-    row = _row(manifest, args.preset)
-    row["sha256"] = sha256_of(args.file)
-    readme = readme_with_table(README.read_text(), manifest["presets"])  # before writing anything
-    MANIFEST.write_text(json.dumps(manifest, indent=2) + "\n")
+    row = _row(args.preset)
+    digest = sha256_of(args.file)
+    model_file = MODELS_DIR / f"{row['family']}.py"
+    rows = [dict(r, sha256=digest) if r is row else r for r in _rows()]
+    readme = readme_with_table(README.read_text(), rows)  # every check before writing anything
+    code = with_sha256(model_file.read_text(), row["name"], digest)
+    model_file.write_text(code)
     README.write_text(readme)
-    print(f"{row['name']}: sha256 {row['sha256']}")
+    print(f"{row['name']}: sha256 {digest} (written into {model_file})")
     print(f"wrote the presets table of {README}")
 
 
-def cmd_verify(args):
-    sys.path.insert(0, str(HERE.parent))
+def _reference_logits(row, state, images):
     import numpy as np
-    import torch
 
     import ffzoo
-    from references.torch_ffvit import FFViT as TorchFFViT
 
-    row = _row(_load(), args.preset)
+    dims = ffzoo.models.registry.model_dims(row["model"])
+    if row["family"] == "ffvit":
+        import torch
+
+        from references import torch_ffvit
+
+        reference = torch_ffvit.FFViT(patch_size=dims["patch_size"], embed_dim=dims["embed_dim"],
+                                      depth=dims["depth"], mlp_ratio=dims["mlp_ratio"],
+                                      num_classes=row["classes"], image_size=dims["image_size"],
+                                      pos_grid=dims["pos_grid_size"]).eval()
+        reference.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
+        with torch.no_grad():
+            return reference(torch.from_numpy(images.transpose(0, 3, 1, 2))).numpy()
+    if row["family"] == "deit":
+        from references import numpy_deit
+
+        return np.asarray(numpy_deit.forward(state, images, dims["patch_size"], dims["num_heads"]))
+    raise ValueError(f"no reference implementation for the {row['family']} family")
+
+
+def cmd_verify(args):
+    import numpy as np
+
+    import ffzoo
+
+    row = _row(args.preset)
     state = ffzoo.weights.read_state_dict(args.file, ema=row.get("source_entry") == "model_ema")
-    dims = ffzoo.models.ffvit.FFVIT_VARIANTS[row["model"]]
-    reference = TorchFFViT(patch_size=dims["patch_size"], embed_dim=dims["embed_dim"],
-                           depth=dims["depth"], mlp_ratio=dims["mlp_ratio"],
-                           num_classes=row["classes"], image_size=dims["image_size"],
-                           pos_grid=dims["pos_grid_size"]).eval()
-    reference.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
     model = ffzoo.create_model(row["model"], classes=row["classes"], classifier_activation=None)
-    ffzoo.weights.convert.load_ffvit_state_dict(model, state, source=args.file)
-    size = dims["image_size"]
+    ffzoo.weights.load_state_dict(model, state, row["source_format"], source=args.file)
+    size = ffzoo.models.registry.model_dims(row["model"])["image_size"]
     images = np.random.default_rng(0).standard_normal((4, size, size, 3)).astype("float32")
-    with torch.no_grad():
-        want = reference(torch.from_numpy(images.transpose(0, 3, 1, 2))).numpy()
+    want = _reference_logits(row, state, images)
     diff = float(np.abs(model.predict(images, verbose=0) - want).max())
-    print(f"{row['name']}: max |logit difference| vs PyTorch = {diff:.3g}")
+    print(f"{row['name']}: max |logit difference| vs the reference = {diff:.3g}")
     if diff > 1e-4:
         sys.exit("verification FAILED (bound 1e-4)")
 
@@ -111,7 +154,7 @@ def main(argv=None):
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("table", help="regenerate the README table").set_defaults(run=cmd_table)
     for name, run, text in [("hash", cmd_hash, "record a file's sha256"),
-                            ("verify", cmd_verify, "compare converted logits with PyTorch")]:
+                            ("verify", cmd_verify, "compare converted logits with a reference")]:
         sub = commands.add_parser(name, help=text)
         sub.add_argument("preset")
         sub.add_argument("file")

@@ -31,7 +31,7 @@ DEIT_VARIANTS = VARIANTS
 
 _FAIR = "https://dl.fbaipublicfiles.com/deit/"
 _DEIT_README = "DeiT README (facebookresearch/deit), Touvron et al. 2021, arXiv 2012.12877"
-_FF_PAPER = "Melas-Kyriazi 2021, arXiv 2105.02723, Table 1"
+_FF_PAPER = "the FF paper (Melas-Kyriazi 2021, arXiv 2105.02723)"
 _LICENSE = "not recorded here: see the LICENSE file of facebookresearch/deit"
 _NOTES = ("FAIR's checkpoint ({'model': state_dict} with timm's ViT names), trained with DeiT's "
           "recipe without distillation. sha256 not recorded (no maintainer has hashed the file "

@@ -27,7 +27,7 @@ VARIANTS = {
 }
 FFVIT_VARIANTS = VARIANTS  # the name training/ and benchmarks/ used
 
-_PAPER = "Melas-Kyriazi 2021, arXiv 2105.02723, Table 1"
+_PAPER = "the FF paper (Melas-Kyriazi 2021, arXiv 2105.02723)"
 _RELEASE = "https://github.com/lukemelas/do-you-even-need-attention/releases/download/v0.0.1/"
 
 PRETRAINED = [
