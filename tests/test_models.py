@@ -137,8 +137,9 @@ def test_attention_models_take_any_input_size():
     assert model.output.shape == (None, 1 + 24 * 16, 192)
     with pytest.raises(ValueError, match="smaller than one 16 x 16 patch"):
         ffzoo.DeiTTiny(input_shape=(8, 224, 3))
-    with pytest.raises(ValueError, match="deit_tiny_patch16_224 has no published ImageNet weights"):
-        ffzoo.DeiTTiny(weights="imagenet")
+    with pytest.raises(ValueError, match="classes=10 with weights='imagenet' and include_top=True: "
+                                         "the pretrained classifier has 1000 classes"):
+        ffzoo.DeiTTiny(weights="imagenet", classes=10)  # checked before any download
 
 
 def test_accepted_input_sizes_share_the_token_count(rng):

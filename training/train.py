@@ -77,7 +77,7 @@ def build_model(config, classes):
     weights = config["weights"]
     if weights in (None, "none"):
         return ffzoo.create_model(config["model"], **kwargs)
-    row = ffzoo.weights.preset_for_model(config["model"])
+    row = ffzoo.models.registry.pretrained_config(config["model"])
     skip_head = ffzoo.weights.head_classes(weights, row) != classes
     model = ffzoo.create_model(config["model"], **kwargs)
     ffzoo.weights.load(model, weights, row, skip_head=skip_head)

@@ -14,6 +14,7 @@ import numpy as np
 
 from ffzoo import layers as ffl
 from ffzoo import weights as ffweights
+from ffzoo.models import registry
 
 # DeiT's evaluation transform, which the published accuracies of the FF and DeiT
 # weights assume (`ffzoo.preprocess_image` reproduces it): resize the shorter side to
@@ -38,6 +39,9 @@ class Family:
     name: str
     source_format: str
     fixed_token_count: bool
+
+    def __post_init__(self):
+        registry.SOURCE_FORMATS[self.name] = self.source_format
 
 
 @dataclasses.dataclass

@@ -3,8 +3,11 @@
 import difflib
 import fnmatch
 
+from ffzoo.weights import preset_for_model
+
 _MODELS = {}
 _DIMS = {}
+SOURCE_FORMATS = {}  # family name -> the layout of its PyTorch checkpoints (builder.Family)
 
 
 def register_model(name, constructor, family, dims):
@@ -20,6 +23,16 @@ def model_dims(name):
     """The registered architecture of `name`: family, patch size, width, depth..."""
     get_constructor(name)  # a clear error for unknown names
     return dict(_DIMS[name])
+
+
+def pretrained_config(name):
+    """The preset row of `name`, or (a model without one) `{"model", "family",
+    "source_format"}`: what `ffzoo.weights.load(model, source, row)` needs for files."""
+    row = preset_for_model(name)
+    if row is not None:
+        return row
+    family = model_dims(name)["family"]
+    return {"model": name, "family": family, "source_format": SOURCE_FORMATS.get(family)}
 
 
 def list_models(pattern=None):

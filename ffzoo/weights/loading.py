@@ -152,6 +152,9 @@ def load(model, source, row, skip_head=False, ema=False):
         load_h5(model, path, skip_head=skip_head)
     else:
         _require_torch(f"weights={path!r} is a PyTorch checkpoint")
+        if not (row or {}).get("source_format"):
+            raise ValueError(f"weights={path!r}: a .pth file needs the model's source format "
+                             "(row['source_format'], e.g. 'ff_pth'); none was given.")
         convert.load_state_dict(model, pth.read_state_dict(path, ema=ema), row["source_format"],
                                 skip_head=skip_head, source=path)
     return model
@@ -165,7 +168,7 @@ def head_classes(source, row):
     decides `skip_head` without trying a load (see `training/train.py`'s `build_model`).
     """
     if isinstance(source, str) and source == "imagenet":
-        return row["classes"] if row else None
+        return (row or {}).get("classes")
     path = _checked_path(source)
     if path.endswith(PTH_SUFFIXES):
         _require_torch(f"weights={path!r} is a PyTorch checkpoint")
