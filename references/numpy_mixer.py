@@ -42,6 +42,14 @@ blocks:
 with `MlpBlock = Dense -> nn.gelu -> Dense` -> `pre_head_layer_norm` -> mean over tokens
 -> `head`. No class token, no position embedding.
 
+The published files (vit_jax README "Available Mixer models": Mixer-B/16 and Mixer-L/16
+"pre-trained on the ImageNet and ImageNet-21k datasets", bucket `mixer_models`, folders
+`imagenet1k/`, `imagenet21k/`, later also `sam/` and `gsam/`): a Mixer author wrote in
+timm's pull request #651 (2021-05-20) that the 76.5 % Mixer-B/16 is the model pre-trained
+on ImageNet-1k and that the ImageNet-21k models fine-tuned on ImageNet (the paper's
+80.6 %) were not published. timm labels its converted `jx_mixer_b16_224-76587d61.pth`
+"goog_in21k_ft_in1k"; read a file's head shape and check its accuracy before naming it.
+
 Two defaults that decide exactness:
 - GELU: the code calls `nn.gelu(y)` with no argument. `flax.linen.gelu` is
   `jax.nn.gelu`, whose `approximate` defaults to True: the tanh form
@@ -86,6 +94,13 @@ PREPROCESSING = dict(
 # A small configuration for tests: 4 x 4 = 16 tokens of width 24, 2 blocks, 10 classes.
 TINY_TEST = dict(image_size=32, patch_size=8, hidden_dim=24, num_blocks=2, tokens_mlp_dim=12,
                  channels_mlp_dim=40, num_classes=10)
+
+
+def config(name, **overrides):
+    """`VARIANTS[name]` with `overrides` (num_classes, image_size...) applied."""
+    if name not in VARIANTS:
+        raise ValueError(f"Unknown Mixer variant {name!r}; known: {', '.join(VARIANTS)}.")
+    return dict(VARIANTS[name], **overrides)
 
 
 def param_layout(patch_size, hidden_dim, num_blocks, tokens_mlp_dim, channels_mlp_dim,

@@ -135,7 +135,7 @@ def _mixer_keys_written_out(blocks, n, c, dt, dc, classes, p):
 
 
 def test_mixer_layout_and_counts_are_googles():
-    layout = numpy_mixer.param_layout(**numpy_mixer.VARIANTS["mixer_b16_224"])
+    layout = numpy_mixer.param_layout(**numpy_mixer.config("mixer_b16_224"))
     assert layout == _mixer_keys_written_out(12, 196, 768, 384, 3072, 1000, 16)
     assert len(layout) == 2 + 12 * 12 + 4
     large = numpy_mixer.param_layout(**numpy_mixer.VARIANTS["mixer_l16_224"])
@@ -183,6 +183,8 @@ def test_mixer_bad_input_is_a_clear_error():
         numpy_mixer.forward(params, np.zeros((1, 32, 32, 3)), gelu="relu")
     with pytest.raises(ValueError, match=r"\(batch, height, width, 3\)"):
         numpy_mixer.forward(params, np.zeros((1, 32, 32)))
+    with pytest.raises(ValueError, match="Unknown Mixer variant"):
+        numpy_mixer.config("mixer_h14_224")
     del params["MixerBlock_1/LayerNorm_0/bias"]
     with pytest.raises(KeyError, match="MixerBlock_1/LayerNorm_0/bias"):
         numpy_mixer.forward(params, np.zeros((1, 32, 32, 3)))
