@@ -54,12 +54,13 @@ def _one_line_error(call, error=fd.DataSourceError):
 # ------------------------------------------------------------------------- split folders
 
 
-@pytest.mark.parametrize("val_folder", ["val", "validation"])
-def test_val_and_validation_name_the_same_folder(tmp_path, rng, val_folder):
-    train = _folder(tmp_path, {"a": 3, "b": 2}, rng, "train")
+@pytest.mark.parametrize("train_folder,val_folder", [("train", "val"), ("train", "validation"),
+                                                     ("Train", "Valid")])
+def test_val_and_validation_name_the_same_folder(tmp_path, rng, train_folder, val_folder):
+    train = _folder(tmp_path, {"a": 3, "b": 2}, rng, train_folder)
     val = _folder(tmp_path, {"a": 1, "b": 2}, rng, val_folder)
     assert fd.load(str(tmp_path), "train", training=False, batch_size=4, image_size=8).source.files == train
-    for split in ("val", "validation"):  # the default evaluation split of training is "validation"
+    for split in ("val", "validation", "valid"):  # training evaluates "validation" by default
         pipe = fd.load(str(tmp_path), split, batch_size=4, image_size=8, seed=0)
         assert pipe.source.files == val and pipe.source.part is None
         assert pipe.class_names == ["a", "b"] and _labels(pipe).tolist() == [0, 1, 1]
@@ -124,12 +125,12 @@ def test_a_missing_split_names_the_folders_found(tmp_path, rng):
     _folder(tmp_path, {"a": 2}, rng, "train")
     _folder(tmp_path, {"a": 2}, rng, "test")
     message = _one_line_error(lambda: fd.load(str(tmp_path), "validation"))
-    assert message == f"{tmp_path} has no val/ or validation/ folder (found: test/, train/)."
+    assert message == f"{tmp_path} has no val/, validation/ or valid/ folder (found: test/, train/)."
     message = _one_line_error(lambda: fd.load(str(tmp_path), "extra"))
     assert message == f"{tmp_path} has no extra/ folder (found: test/, train/)."
     # a split folder asked for another split: its class folders are not split up
     message = _one_line_error(lambda: fd.load(str(tmp_path / "train"), "val"))
-    assert message == (f"{tmp_path / 'train'} is a train/ split folder, not a val/ or validation/ one: "
+    assert message == (f"{tmp_path / 'train'} is a train/ split folder, not a val/, validation/ or valid/ one: "
                        "pass the folder holding both, or the val folder itself.")
     # a folder of class folders knows train, val / validation and all
     _folder(tmp_path / "pets", {"cat": 2, "dog": 3}, rng)

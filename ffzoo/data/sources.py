@@ -27,11 +27,11 @@ import keras
 import tensorflow as tf
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
-# Split names of a folder of split folders: "val" and "validation" name the same split
-# (either folder answers both); any of these sub-folders (in any case) marks `root` as a
-# folder of split folders rather than of class folders.
-VALIDATION_NAMES = ("val", "validation")
-SPLIT_NAMES = ("train", "val", "validation", "test")
+# Split names of a folder of split folders: "val", "validation" and "valid" (Roboflow's
+# exports) name the same split, each folder answering each name; any of these
+# sub-folders (in any case) marks `root` as a folder of split folders, not of classes.
+VALIDATION_NAMES = ("val", "validation", "valid")
+SPLIT_NAMES = ("train", "val", "validation", "valid", "test")
 # A folder of class folders without split folders: the share of each class held out
 # as the validation part (`ImageFolder(val_fraction=)`), and the seed choosing it.
 DEFAULT_VAL_FRACTION = 0.2
@@ -89,10 +89,12 @@ class ImageFolder(_FileSource):
 
     The folder a split reads:
 
-    - `root/<split>/` when it exists. "val" and "validation" name the same split:
-      either folder answers either name.
+    - `root/<split>/` when it exists, else a folder whose name differs only in
+      case (`Train/`). "val", "validation" and "valid" name the same split: each
+      such folder answers each name.
     - An error naming the folders found when `root` holds other split folders
-      (`train/`, `val/`, `validation/`, `test/`, in any case) but not this one.
+      (`train/`, `val/`, `validation/`, `valid/`, `test/`, in any case) but not
+      this one.
     - `root` itself when it is the split's own folder (its name is the split's:
       `.../val` for "val" or "validation"), when `split` is None or "all", and for
       a flat folder of images (with `labels_file`).
@@ -217,10 +219,8 @@ class ImageFolder(_FileSource):
 
     @staticmethod
     def _train_classes(root):
-        train = os.path.join(root, "train")
-        if os.path.isdir(train):
-            return sorted(e.name for e in _entries(train, []) if not _is_hidden(e.name) and _is_dir(e, []))
-        return None
+        train = _find_split(root, ["train"])
+        return _folders(train) if train else None
 
     def file_dataset(self):
         return tf.data.Dataset.from_tensor_slices(
@@ -246,28 +246,46 @@ def _split_folder(root, split):
     folder), or "train" / "val" of a folder of class folders (see `ImageFolder`)."""
     if split is None or split == "all":
         return root, None
-    names = list(dict.fromkeys((split,) + (VALIDATION_NAMES if split in VALIDATION_NAMES else ())))
-    for name in names:
-        if os.path.isdir(os.path.join(root, name)):
-            return os.path.join(root, name), None
-    folders = [e.name for e in _entries(root, []) if not _is_hidden(e.name) and _is_dir(e, [])]
-    wanted = " or ".join(f"{n}/" for n in (VALIDATION_NAMES if split in VALIDATION_NAMES else names))
+    validation = split.lower() in VALIDATION_NAMES
+    names = list(dict.fromkeys((split,) + (VALIDATION_NAMES if validation else ())))
+    found = _find_split(root, names)
+    if found:
+        return found, None
+    folders = _folders(root)
+    shown = [f"{n}/" for n in (VALIDATION_NAMES if validation else names)]
+    wanted = shown[0] if len(shown) == 1 else f"{', '.join(shown[:-1])} or {shown[-1]}"
     if any(f.lower() in SPLIT_NAMES for f in folders):
         raise DataSourceError(f"{root} has no {wanted} folder (found: {_listed([f + '/' for f in folders])}).")
     own = os.path.basename(os.path.normpath(root))
-    if own in names or not folders:  # the split's own folder, or a flat folder of images
+    if own.lower() in {n.lower() for n in names} or not folders:  # the split's own folder, or flat
         return root, None
     if own.lower() in SPLIT_NAMES:
         raise DataSourceError(
             f"{root} is a {own}/ split folder, not a {wanted} one: pass the folder holding both, "
             f"or the {split} folder itself.")
-    if split == "train":
+    if split.lower() == "train":
         return root, "train"
-    if split in VALIDATION_NAMES:
+    if validation:
         return root, "val"
     raise DataSourceError(
         f"{root} has no {split}/ folder: it is a folder of class folders, split per class into "
         "'train' and 'val' (or 'validation'); split 'all' reads every image.")
+
+
+def _folders(root):
+    """The names of `root`'s sub-folders that are not hidden, sorted."""
+    return [e.name for e in _entries(root, []) if not _is_hidden(e.name) and _is_dir(e, [])]
+
+
+def _find_split(root, names):
+    """`root/<name>` for the first of `names` that is a folder, else one whose name
+    differs only in case (`Train/`, `VALID/`), else None."""
+    for name in names:
+        if os.path.isdir(os.path.join(root, name)):
+            return os.path.join(root, name)
+    lowered = [n.lower() for n in names]
+    matches = sorted((lowered.index(f.lower()), f) for f in _folders(root) if f.lower() in lowered)
+    return os.path.join(root, matches[0][1]) if matches else None
 
 
 def _held_out(files, directory, fraction, seed):
