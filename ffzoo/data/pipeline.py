@@ -56,18 +56,28 @@ class Augment:
 
 
 class SkipLog:
-    """Names of the files a pipeline skipped because they could not be decoded, and why
-    (`reasons[i]`, from `SKIP_REASONS`)."""
+    """The files a pipeline skipped because they could not be decoded, each listed once
+    (in the order first skipped), and why (`reasons[i]`, from `SKIP_REASONS`).
+
+    A file skipped again (in every epoch, or once per copy under repeated augmentation)
+    is not listed again; records without a name (TFRecords lacking `image/filename`)
+    are listed every time, as `""`.
+    """
 
     def __init__(self):
         self.names = []
         self.reasons = []
         self.reported = 0
+        self._seen = set()
         self._lock = threading.Lock()
 
     def add(self, name, code=None):  # called from tf.data through tf.py_function
+        name = name.numpy().decode("utf-8", errors="backslashreplace")
         with self._lock:
-            self.names.append(name.numpy().decode("utf-8", errors="backslashreplace"))
+            if name and name in self._seen:
+                return False
+            self._seen.add(name)
+            self.names.append(name)
             self.reasons.append(SKIP_REASONS.get(int(code), "unreadable") if code is not None else "unreadable")
         return False
 
@@ -105,13 +115,14 @@ class Pipeline:
         return math.ceil(self.num_examples / self.batch_size)
 
     def report_skipped(self, when=""):
-        """Warns with the count and names of files skipped since the last report."""
+        """Warns with the count and names of the files first skipped since the last
+        report (each file is reported once), naming this pipeline's split."""
         new = self.skipped.take_new(with_reasons=True)
         if new:
             shown = ", ".join(f"{name} ({why})" for name, why in new[:20])
             shown += f", ... ({len(new)} in all)" if len(new) > 20 else ""
-            warnings.warn(f"ffzoo.data: skipped {len(new)} unreadable file(s) of "
-                          f"{self.source.description}{' ' + when if when else ''}: {shown}", stacklevel=2)
+            warnings.warn(f"ffzoo.data: skipped {len(new)} unreadable file(s) of the {self.split!r} split "
+                          f"({self.source.description}){' ' + when if when else ''}: {shown}", stacklevel=2)
         return [name for name, _ in new]
 
     def callback(self):
@@ -120,6 +131,11 @@ class Pipeline:
 
 
 class SkippedFilesCallback(keras.callbacks.Callback):
+    """Reports the files `pipelines` skipped: evaluation pipelines when an evaluation
+    ends (`fit`'s validation, `evaluate`), every pipeline at the end of an epoch (a
+    training pipeline's files then, not as "in evaluation" when `fit` validates
+    before the epoch ends)."""
+
     def __init__(self, *pipelines):
         super().__init__()
         self.pipelines = pipelines
@@ -130,7 +146,8 @@ class SkippedFilesCallback(keras.callbacks.Callback):
 
     def on_test_end(self, logs=None):
         for pipeline in self.pipelines:
-            pipeline.report_skipped("in evaluation")
+            if not pipeline.training:
+                pipeline.report_skipped("in evaluation")
 
 
 def _seeds(seed):
@@ -499,17 +516,23 @@ def load(source, split="train", *, training=None, batch_size=128, image_size=224
          std=preprocessing.IMAGENET_STD, seed=None, shuffle=None, shuffle_buffer=10_000,
          drop_remainder=None, shard=None, pad_final_batch=False, one_hot_labels=None,
          repeats=1, data_dir=None, manual_dir=None, labels_file=None, label_offset=-1,
-         class_names=None, num_classes=1000, skip_bad_files=True,
+         class_names=None, num_classes=1000, val_fraction=sources.DEFAULT_VAL_FRACTION,
+         split_seed=sources.DEFAULT_SPLIT_SEED, skip_bad_files=True,
          max_image_pixels=MAX_IMAGE_PIXELS, parallel=AUTOTUNE):
     """Batched `(images, labels)` for `model.fit` / `model.evaluate`, on any Keras backend.
 
     Args:
-        source: a folder of images (`<split>/<class>/*.JPEG`, or a flat split folder
-            with `labels_file`); a glob of TFRecord shards or a folder of `<split>-*`
+        source: a folder of images (`<split>/<class>/*.JPEG`; `<class>/*.JPEG`, split
+            per class by `val_fraction` and `split_seed`; or a flat split folder with
+            `labels_file`); a glob of TFRecord shards or a folder of `<split>-*`
             shards (`"tfrecord:"` prefix to force); a TFDS dataset name such as
             `"imagenet2012"` (`"tfds:"` prefix to force); or a source object from
             `ffzoo.data.sources`.
-        split: `"train"`, `"validation"`, a folder name, or a TFDS split.
+        split: `"train"`, `"validation"`, a folder name, or a TFDS split. For a folder,
+            `"val"` and `"validation"` both read `val/` or `validation/`; a folder of
+            class folders without split folders holds out `val_fraction` of each
+            class as `"val"` / `"validation"` and gives `"train"` the rest (see
+            `sources.ImageFolder`).
         training: the DeiT training transform (default: `split == "train"`); else the
             evaluation transform (resize shorter side to `int(image_size / crop_pct)`,
             center crop), identical to `ffzoo.preprocess_image`.
@@ -528,6 +551,9 @@ def load(source, split="train", *, training=None, batch_size=128, image_size=224
             holds `ceil(N / repeats)` images, each `repeats` times, augmented apart.
         labels_file, label_offset, class_names, num_classes, data_dir, manual_dir:
             source options (see `ffzoo.data.sources`).
+        val_fraction, split_seed: a folder of class folders without split folders:
+            the share of each class held out (0.2) and the seed choosing it (0; not
+            `seed`, so training and evaluation pipelines split the folder alike).
         skip_bad_files: drop files that cannot be decoded (empty, unknown format,
             truncated, a variant TensorFlow does not decode, over `max_image_pixels`:
             see `check_image`) and report them by name and reason
@@ -557,7 +583,8 @@ def load(source, split="train", *, training=None, batch_size=128, image_size=224
         raise ValueError(f"max_image_pixels must be a positive integer or None; got {max_image_pixels!r}.")
     source = sources.resolve(source, split, data_dir=data_dir, manual_dir=manual_dir,
                              labels_file=labels_file, label_offset=label_offset,
-                             class_names=class_names, num_classes=num_classes)
+                             class_names=class_names, num_classes=num_classes,
+                             val_fraction=val_fraction, split_seed=split_seed)
     if hasattr(source, "prepare"):
         source.prepare()
     deterministic = seed is not None

@@ -7,10 +7,17 @@ class-folder names (WordNet ids for ImageNet), which is also TFDS's and the comm
 TFRecord layout's order. Names sort as text (Python's `sorted`, by code point, as
 torchvision's `ImageFolder` sorts them): numeric folders `1, 2, 10` become the
 classes `1, 10, 2`, with a warning; pass `class_names=` for another order.
+
+Image folders hold split folders (`train/`, `val/` or `validation/`, ...), or only
+class folders, then split per class into a seeded "train" and "val" part (see
+`ImageFolder`).
 """
 
+import difflib
 import fnmatch
 import glob
+import hashlib
+import math
 import os
 import re
 import stat
@@ -20,6 +27,15 @@ import keras
 import tensorflow as tf
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
+# Split names of a folder of split folders: "val", "validation" and "valid" (Roboflow's
+# exports) name the same split, each folder answering each name; any of these
+# sub-folders (in any case) marks `root` as a folder of split folders, not of classes.
+VALIDATION_NAMES = ("val", "validation", "valid")
+SPLIT_NAMES = ("train", "val", "validation", "valid", "test")
+# A folder of class folders without split folders: the share of each class held out
+# as the validation part (`ImageFolder(val_fraction=)`), and the seed choosing it.
+DEFAULT_VAL_FRACTION = 0.2
+DEFAULT_SPLIT_SEED = 0
 # The common ImageNet TFRecord layout (inception's build_imagenet_data.py, the TPU
 # imagenet_to_gcs.py): shard names and their example counts.
 KNOWN_TFRECORD_COUNTS = {"train-*-of-01024": 1_281_167, "validation-*-of-00128": 50_000}
@@ -35,7 +51,13 @@ class DataSourceError(ValueError):
 
 
 def _is_image(name):
-    return name.lower().endswith(IMAGE_EXTENSIONS)
+    return name.lower().endswith(IMAGE_EXTENSIONS) and not _is_hidden(name)
+
+
+def _is_hidden(name):
+    """Names starting with a dot (`.DS_Store`, macOS's `._photo.jpg` resource forks,
+    `.ipynb_checkpoints/`) are not images or classes: left out, as `ls` leaves them."""
+    return name.startswith(".")
 
 
 class _FileSource:
@@ -63,29 +85,69 @@ class _FileSource:
 
 
 class ImageFolder(_FileSource):
-    """`root/<split>/<class>/*.JPEG`, or a flat `root/<split>/` with a label file.
+    """`root/<split>/<class>/*.JPEG`, `root/<class>/*.JPEG`, or a flat folder with a label file.
+
+    The folder a split reads:
+
+    - `root/<split>/` when it exists, else a folder whose name differs only in
+      case (`Train/`). "val", "validation" and "valid" name the same split: each
+      such folder answers each name.
+    - An error naming the folders found when `root` holds other split folders
+      (`train/`, `val/`, `validation/`, `valid/`, `test/`, in any case) but not
+      this one.
+    - `root` itself when it is the split's own folder (its name is the split's:
+      `.../val` for "val" or "validation"), when `split` is None or "all", and for
+      a flat folder of images (with `labels_file`).
+    - A folder of class folders without split folders is split per class, seeded:
+      "val" / "validation" read the held-out part (`val_fraction` of each class's
+      images, rounded; at least one of every class of two or more images, never a
+      class's last one), "train" the rest. The parts are disjoint and together hold
+      every image; the same `split_seed` on the same files gives the same parts, in
+      every process (the order is a SHA-256 of the seed and each file's path
+      relative to `root`).
+      One printed line says so. Other split names are an error, and so is the
+      name of a split folder asked for another split (`.../train` for "val": its
+      parent holds both).
+
+    Hidden entries (names starting with a dot: `.DS_Store`, `._photo.jpg`,
+    `.ipynb_checkpoints/`) are neither images nor classes. Extensions match in any
+    case (`.JPG`, `.Jpeg`, `.PNG`).
 
     Args:
-        root: the dataset folder (holding split folders) or a split folder itself.
-        split: sub-folder to read, e.g. "train" or "val"; ignored when absent.
+        root: the dataset folder (holding split folders or class folders) or a split
+            folder itself.
+        split: the split to read, e.g. "train" or "val" (see above); None: all of `root`.
         labels_file: for a flat folder: lines `<file name>[,\\s]<class>` (extra fields
             after the class are ignored; `LOC_val_solution.csv` works), or one class
             per line in sorted file-name order (TFDS's `validation_labels.txt`).
         class_names: the class order; default: the sorted class folders of
             `root/train` when it exists, else of this split, else the sorted classes
             of the label file.
+        val_fraction: the share of each class held out as "val" in a folder of class
+            folders without split folders (default 0.2), in (0, 1).
+        split_seed: the seed choosing the held-out files (default 0). It is not the
+            pipeline's shuffling `seed`, so a training and an evaluation pipeline of
+            the same folder split it alike.
     """
 
     kind = "image folder"
 
-    def __init__(self, root, split=None, labels_file=None, class_names=None):
+    def __init__(self, root, split=None, labels_file=None, class_names=None,
+                 val_fraction=DEFAULT_VAL_FRACTION, split_seed=DEFAULT_SPLIT_SEED):
         root = os.fspath(root)
         if not os.path.isdir(root):
             raise DataSourceError(f"Image folder {root!r} does not exist.")
-        directory = os.path.join(root, split) if split and os.path.isdir(os.path.join(root, split)) else root
-        self.description = directory
+        if isinstance(val_fraction, bool) or not isinstance(val_fraction, (int, float)) \
+                or not 0 < val_fraction < 1:
+            raise ValueError(f"val_fraction must be a number between 0 and 1 (exclusive); got {val_fraction!r}.")
+        if isinstance(split_seed, bool) or not isinstance(split_seed, int):
+            raise ValueError(f"split_seed must be an integer; got {split_seed!r}.")
+        directory, self.part = _split_folder(root, split)
+        self.description = directory if self.part is None else f"{directory}[{self.part}]"
+        self.val_fraction, self.split_seed = val_fraction, split_seed
         self.skipped = []  # (path, reason) of entries left out while listing
-        classes = sorted(e.name for e in _entries(directory, self.skipped) if _is_dir(e, self.skipped))
+        classes = sorted(e.name for e in _entries(directory, self.skipped)
+                         if not _is_hidden(e.name) and _is_dir(e, self.skipped))
         if classes:
             self.class_names = list(class_names or self._train_classes(root) or classes)
             index = {c: i for i, c in enumerate(self.class_names)}
@@ -93,20 +155,31 @@ class ImageFolder(_FileSource):
             if unknown:
                 raise DataSourceError(
                     f"{directory} has class folders not among the {len(index)} classes: {unknown[:5]}")
-            files, labels, empty = [], [], []
+            files, labels, empty, total, held_out = [], [], [], 0, 0
             progress = keras.utils.Progbar(len(classes), unit_name="class folder") if len(classes) > 100 else None
             for k, name in enumerate(classes):
                 found = sorted(_walk_images(os.path.join(directory, name), self.skipped))
-                files += found
-                labels += [index[name]] * len(found)
                 if not found:
                     empty.append(name)
+                total += len(found)
+                if self.part:
+                    val = _held_out(found, directory, val_fraction, split_seed)
+                    held_out += len(val)
+                    found = [f for f in found if (f in val) == (self.part == "val")]
+                files += found
+                labels += [index[name]] * len(found)
                 if progress:
                     progress.update(k + 1)
-            if empty and files:
+            if empty and total:
                 warnings.warn(
                     f"ffzoo.data: {len(empty)} class folder(s) of {directory} hold no images: "
                     f"{_listed(empty)} (their classes keep their index; no example has them).", stacklevel=3)
+            if self.part and total:
+                self._announce(directory, total - held_out, held_out)
+                if not files:
+                    raise DataSourceError(
+                        f"{directory}: no class folder holds two images, so nothing is held out for "
+                        "validation; add images, or give it train/ and val/ folders.")
         else:
             files = sorted(os.path.join(directory, e.name) for e in _entries(directory, self.skipped)
                            if _is_image(e.name) and _is_readable_file(e, self.skipped))
@@ -135,12 +208,19 @@ class ImageFolder(_FileSource):
         self.files, self.labels = files, labels
         self.num_examples = len(files)
 
+    def _announce(self, directory, train_count, val_count):
+        """Prints how the folder was split, once per process for a folder and setting."""
+        key = (os.path.abspath(directory), self.val_fraction, self.split_seed, train_count, val_count)
+        if key not in _ANNOUNCED:
+            _ANNOUNCED.add(key)
+            print(f"ffzoo.data: {directory} has class folders but no train/ or val/ folder: split "
+                  f"per class into {train_count} train and {val_count} val images (val_fraction "
+                  f"{self.val_fraction}, split_seed {self.split_seed}).", flush=True)
+
     @staticmethod
     def _train_classes(root):
-        train = os.path.join(root, "train")
-        if os.path.isdir(train):
-            return sorted(e.name for e in _entries(train, []) if _is_dir(e, []))
-        return None
+        train = _find_split(root, ["train"])
+        return _folders(train) if train else None
 
     def file_dataset(self):
         return tf.data.Dataset.from_tensor_slices(
@@ -155,6 +235,69 @@ class ImageFolder(_FileSource):
         return files.map(load, num_parallel_calls=parallel)
 
     files_are_examples = True
+
+
+# (folder, fraction, seed, counts) of the seeded splits announced in this process
+_ANNOUNCED = set()
+
+
+def _split_folder(root, split):
+    """`(folder to list, part)` for `ImageFolder`: part None (every image of the
+    folder), or "train" / "val" of a folder of class folders (see `ImageFolder`)."""
+    if split is None or split == "all":
+        return root, None
+    validation = split.lower() in VALIDATION_NAMES
+    names = list(dict.fromkeys((split,) + (VALIDATION_NAMES if validation else ())))
+    found = _find_split(root, names)
+    if found:
+        return found, None
+    folders = _folders(root)
+    shown = [f"{n}/" for n in (VALIDATION_NAMES if validation else names)]
+    wanted = shown[0] if len(shown) == 1 else f"{', '.join(shown[:-1])} or {shown[-1]}"
+    if any(f.lower() in SPLIT_NAMES for f in folders):
+        raise DataSourceError(f"{root} has no {wanted} folder (found: {_listed([f + '/' for f in folders])}).")
+    own = os.path.basename(os.path.normpath(root))
+    if own.lower() in {n.lower() for n in names} or not folders:  # the split's own folder, or flat
+        return root, None
+    if own.lower() in SPLIT_NAMES:
+        raise DataSourceError(
+            f"{root} is a {own}/ split folder, not a {wanted} one: pass the folder holding both, "
+            f"or the {split} folder itself.")
+    if split.lower() == "train":
+        return root, "train"
+    if validation:
+        return root, "val"
+    raise DataSourceError(
+        f"{root} has no {split}/ folder: it is a folder of class folders, split per class into "
+        "'train' and 'val' (or 'validation'); split 'all' reads every image.")
+
+
+def _folders(root):
+    """The names of `root`'s sub-folders that are not hidden, sorted."""
+    return [e.name for e in _entries(root, []) if not _is_hidden(e.name) and _is_dir(e, [])]
+
+
+def _find_split(root, names):
+    """`root/<name>` for the first of `names` that is a folder, else one whose name
+    differs only in case (`Train/`, `VALID/`), else None."""
+    for name in names:
+        if os.path.isdir(os.path.join(root, name)):
+            return os.path.join(root, name)
+    lowered = [n.lower() for n in names]
+    matches = sorted((lowered.index(f.lower()), f) for f in _folders(root) if f.lower() in lowered)
+    return os.path.join(root, matches[0][1]) if matches else None
+
+
+def _held_out(files, directory, fraction, seed):
+    """The files of one class held out for validation: the first `round(n * fraction)`
+    (at least 1, at most n - 1; none of a single image) in the order of the SHA-256 of
+    the seed and each path relative to `directory`."""
+    n = len(files)
+    if n < 2:
+        return set()
+    count = min(n - 1, max(1, math.floor(n * fraction + 0.5)))
+    rank = lambda f: hashlib.sha256(b"%d\0" % seed + os.fsencode(os.path.relpath(f, directory))).digest()
+    return set(sorted(files, key=rank)[:count])
 
 
 def _printable(path):
@@ -225,6 +368,8 @@ def _walk_images(directory, skipped):
             continue
         visited.add((info.st_dev, info.st_ino))
         for entry in _entries(folder, skipped):
+            if _is_hidden(entry.name):
+                continue
             if _is_dir(entry, skipped):
                 (linked if entry.is_symlink() else real).append(entry.path)
             elif _is_image(entry.name) and _is_readable_file(entry, skipped):
@@ -391,14 +536,16 @@ class TFDS:
     kind = "TFDS dataset"
     files_are_examples = False
 
-    def __init__(self, name, split="train", data_dir=None, manual_dir=None):
+    def __init__(self, name, split="train", data_dir=None, manual_dir=None, folder_too=False):
         import tensorflow_datasets as tfds
 
         self.tfds = tfds
         try:
             self.builder = tfds.builder(name, data_dir=data_dir)
-        except Exception as error:  # tfds raises its own DatasetNotFoundError
-            raise DataSourceError(f"TFDS has no dataset {name!r}: {error}") from None
+        except tfds.core.DatasetNotFoundError:  # its message lists every dataset TFDS has
+            raise DataSourceError(_unknown_dataset(name, tfds, folder_too)) from None
+        except Exception as error:  # an unknown config or version: TFDS's message, on one line
+            raise DataSourceError(f"TFDS has no dataset {name!r}: {' '.join(str(error).split())}") from None
         self.split = split
         self.description = f"tfds:{name}[{split}]"
         info = self.builder.info
@@ -469,7 +616,8 @@ class TFDS:
 
 
 def resolve(source, split, data_dir=None, manual_dir=None, labels_file=None, label_offset=-1,
-            class_names=None, num_classes=1000):
+            class_names=None, num_classes=1000, val_fraction=DEFAULT_VAL_FRACTION,
+            split_seed=DEFAULT_SPLIT_SEED):
     """A source object from what the user passed (see `ffzoo.data.load`)."""
     if not isinstance(source, (str, os.PathLike)):
         return source
@@ -481,9 +629,24 @@ def resolve(source, split, data_dir=None, manual_dir=None, labels_file=None, lab
     if os.path.isdir(text):
         if glob.glob(os.path.join(text, f"{split}-*")) and not os.path.isdir(os.path.join(text, split)):
             return TFRecords(text, split, label_offset, num_classes, class_names=class_names)
-        return ImageFolder(text, split, labels_file, class_names)
+        return ImageFolder(text, split, labels_file, class_names, val_fraction, split_seed)
     if any(c in text for c in "*?["):
         return TFRecords(text, split, label_offset, num_classes, class_names=class_names)
     if os.sep in text or text.startswith("."):
         raise DataSourceError(f"Data source {text!r} does not exist.")
-    return TFDS(text, split, data_dir, manual_dir)
+    return TFDS(text, split, data_dir, manual_dir, folder_too=True)
+
+
+def _unknown_dataset(name, tfds, folder_too):
+    """One line for a name TFDS does not know (and, `folder_too`, that is no folder
+    either), suggesting close folder names of the working directory and TFDS names."""
+    base = name.split("/")[0].split(":")[0]
+    folders = [e.name for e in _entries(os.getcwd(), []) if not _is_hidden(e.name) and _is_dir(e, [])] \
+        if folder_too else []
+    close = [f"{n}/ (a folder here)" for n in difflib.get_close_matches(base, folders, n=2, cutoff=0.6)]
+    close += [f"{n!r}" for n in difflib.get_close_matches(
+        base, tfds.list_builders(with_community_datasets=False), n=3, cutoff=0.6)]
+    hint = f"; close names: {', '.join(close)}" if close else ""
+    where = f"No folder {name!r} in {os.getcwd()}, and " if folder_too else ""
+    return f"{where}TFDS has no dataset {name!r}{hint}."
+
