@@ -1,7 +1,6 @@
 """Issue 14's build path: DeiT's published weights, skip_head, wrong-family errors, no import
 cycle, one build per model and no training-only state in inference graphs."""
 
-import argparse
 import ast
 import inspect
 import os
@@ -17,7 +16,7 @@ import ffzoo
 from ffzoo import cli
 from ffzoo.models import builder
 from ffzoo.weights import ConversionError, convert, download, presets
-from references import numpy_deit, torch_ffvit
+from references import torch_deit, torch_ffvit
 from tests import loopback
 from tests.conftest import ROOT
 
@@ -27,29 +26,37 @@ TINY_DIMS = dict(patch_size=16, embed_dim=192, depth=12, num_heads=3)
 SMALL_DEIT = dict(patch_size=16, embed_dim=48, depth=2, num_heads=3)
 
 
-def _deit_state(seed, dims=TINY_DIMS, classes=1000):
-    rng = np.random.default_rng(seed)
-    return numpy_deit.random_state_dict(rng, grid=14, classes=classes, **dims)
+def _deit(seed, dims=TINY_DIMS, classes=1000):
+    """The PyTorch reference DeiT (references/torch_deit.py) with random non-trivial weights."""
+    model = torch_deit.VisionTransformer(image_size=224, num_classes=classes, **dims)
+    return torch_deit.randomize(model, seed=seed).eval()
 
 
-def _save_fair_checkpoint(state, path, ema_state=None):
-    """`state` saved as FAIR's DeiT main.py saves a checkpoint: `{"model": state_dict, ...}`."""
-    tensors = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state.items()}
-    ema = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in (ema_state or state).items()}
-    torch.save({"model": tensors, "model_ema": ema, "epoch": 299,
-                "args": argparse.Namespace(model=DEIT_TINY, drop_path=0.1)}, path)
+def _save_fair_checkpoint(reference, path):
+    """Saved as FAIR's published DeiT files are: `{"model": state_dict}`."""
+    torch_deit.save_checkpoint(reference, path)
     return path
 
 
-def _reference_logits(state, images, dims=TINY_DIMS):
-    return np.asarray(numpy_deit.forward(state, images, dims["patch_size"], dims["num_heads"]))
+def _state(reference):
+    return {k: v.numpy() for k, v in reference.state_dict().items()}
+
+
+def _reference_logits(reference, images):
+    with torch.no_grad():
+        return reference(torch.from_numpy(images.transpose(0, 3, 1, 2))).numpy()
+
+
+def _reference_class_token(reference, images):
+    with torch.no_grad():
+        return reference.forward_features(torch.from_numpy(images.transpose(0, 3, 1, 2)))[:, 0].numpy()
 
 
 @pytest.fixture(scope="module")
 def deit_tiny_checkpoint(tmp_path_factory):
-    state = _deit_state(0)
+    reference = _deit(0)
     path = tmp_path_factory.mktemp("deit") / "deit_tiny_patch16_224-a1311bcf.pth"
-    return _save_fair_checkpoint(state, path), state
+    return _save_fair_checkpoint(reference, path), reference
 
 
 @pytest.fixture
@@ -58,18 +65,18 @@ def images():
 
 
 def test_deit_tiny_loads_fairs_checkpoint_layout(deit_tiny_checkpoint, images, record):
-    path, state = deit_tiny_checkpoint
+    path, reference = deit_tiny_checkpoint
     model = ffzoo.DeiTTiny(weights=str(path), classifier_activation=None)
-    want = _reference_logits(state, images)
+    want = _reference_logits(reference, images)
     diff = float(np.abs(model.predict(images, verbose=0) - want).max())
-    record("max |logit - DeiT reference| deit_tiny FAIR .pth at 224", diff)
+    record("max |logit - pytorch| deit_tiny FAIR .pth at 224", diff)
     assert np.abs(want).max() > 1.0  # non-trivial weights
     assert diff < 1e-4
 
 
 def test_deit_imagenet_downloads_converts_and_caches(deit_tiny_checkpoint, images, tmp_path,
                                                      monkeypatch, record):
-    path, state = deit_tiny_checkpoint
+    path, reference = deit_tiny_checkpoint
     row = presets.preset_for_model(DEIT_TINY)
     root = tmp_path / "mirror"
     root.mkdir()
@@ -94,15 +101,15 @@ def test_deit_imagenet_downloads_converts_and_caches(deit_tiny_checkpoint, image
         model = ffzoo.DeiTTiny(weights="imagenet", classifier_activation=None)
         assert server.requests == ["/deit_tiny_patch16_224-a1311bcf.pth"]
     assert builds == [1] and lookups == [DEIT_TINY]  # one model built, the row read once
-    diff = float(np.abs(model.predict(images, verbose=0) - _reference_logits(state, images)).max())
-    record("max |logit - DeiT reference| deit_tiny weights='imagenet'", diff)
+    diff = float(np.abs(model.predict(images, verbose=0) - _reference_logits(reference, images)).max())
+    record("max |logit - pytorch| deit_tiny weights='imagenet'", diff)
     assert diff < 1e-4
     cache = tmp_path / "keras_home" / "models" / "ffzoo"
     assert sorted(os.listdir(cache)) == sorted([row["file_name"], f"{row['name']}.weights.h5",
                                                 f"{row['name']}.weights.h5.json"])
     features = ffzoo.DeiTTiny(weights="imagenet", include_top=False, pooling="token")  # offline
-    tokens = numpy_deit.forward_tokens(state, images, 16, 3)[:, 0]
-    np.testing.assert_allclose(features.predict(images, verbose=0), tokens, atol=1e-4)
+    np.testing.assert_allclose(features.predict(images, verbose=0),
+                               _reference_class_token(reference, images), atol=1e-4)
 
 
 WRONG_FAMILY = [
@@ -120,7 +127,7 @@ WRONG_FAMILY = [
 def test_wrong_family_checkpoint_names_the_family_it_looks_like(case, kind, build, message, tmp_path):
     path = tmp_path / "other.pth"
     if kind == "deit":
-        _save_fair_checkpoint(_deit_state(2, SMALL_DEIT), path)
+        _save_fair_checkpoint(_deit(2, SMALL_DEIT), path)
     else:
         torch_ffvit.save_deit_checkpoint(torch_ffvit.FFViT(embed_dim=48, depth=2), path)
     model = build()
@@ -131,17 +138,22 @@ def test_wrong_family_checkpoint_names_the_family_it_looks_like(case, kind, buil
 
 @pytest.mark.once
 def test_convert_command_for_deit(deit_tiny_checkpoint, tmp_path, capsys, images):
-    path, state = deit_tiny_checkpoint
+    path, reference = deit_tiny_checkpoint
+    state = _state(reference)
     target = tmp_path / "deit_tiny.weights.h5"
     assert cli.main(["convert", str(path), str(target), "--model", DEIT_TINY]) == 0
     assert f"converted {len(state)} tensors (5,717,416 parameters" in capsys.readouterr().out
     model = ffzoo.DeiTTiny(weights=str(target), classifier_activation=None)
-    np.testing.assert_allclose(model.predict(images, verbose=0), _reference_logits(state, images),
-                               atol=1e-4)
+    np.testing.assert_allclose(model.predict(images, verbose=0),
+                               _reference_logits(reference, images), atol=1e-4)
     assert cli.main(["convert", str(path), str(tmp_path / "x.weights.h5"),
                      "--model", "ffvit_tiny_patch16_224"]) == 2
     assert "looks like a DeiT/ViT checkpoint (timm layout)" in capsys.readouterr().err
     assert not (tmp_path / "x.weights.h5").exists()
+    from weights import tools
+
+    tools.main(["verify", "deit_tiny_patch16_224.fb_in1k", str(path)])
+    assert "deit_tiny_patch16_224.fb_in1k: max |logit difference| vs the reference" in capsys.readouterr().out
 
 
 def _non_head(model):
@@ -155,8 +167,9 @@ def _head(model):
 
 @pytest.mark.parametrize("source", ["pth", "h5", "imagenet"])
 def test_skip_head_loads_everything_but_the_classifier(source, tmp_path, monkeypatch):
-    state = _deit_state(3, SMALL_DEIT)
-    pth_path = _save_fair_checkpoint(state, tmp_path / "deit_small.pth")
+    reference = _deit(3, SMALL_DEIT)
+    state = _state(reference)
+    pth_path = _save_fair_checkpoint(reference, tmp_path / "deit_small.pth")
     if source == "pth":
         weights = str(pth_path)
         row = {"source_format": "timm_vit_pth"}
@@ -191,8 +204,9 @@ def test_skip_head_loads_everything_but_the_classifier(source, tmp_path, monkeyp
 def test_training_build_model_fine_tunes_with_one_build(tmp_path, monkeypatch, capsys):
     from training import train
 
-    state = _deit_state(4)
-    path = _save_fair_checkpoint(state, tmp_path / "deit_tiny.pth")
+    reference = _deit(4)
+    state = _state(reference)
+    path = _save_fair_checkpoint(reference, tmp_path / "deit_tiny.pth")
     calls = []
     real = builder.build_model_with_cfg
     monkeypatch.setattr(builder, "build_model_with_cfg",

@@ -6,8 +6,8 @@
 
 The presets are the `PRETRAINED` rows of the model files (`ffzoo/models/<family>.py`);
 `hash` writes the sha256 into that row's literal and regenerates the table. `verify`
-runs the checkpoint through an independent reference implementation in references/
-(PyTorch for the FF models, NumPy float64 for DeiT) and through ffzoo on the current
+runs the checkpoint through an independent PyTorch reference implementation in
+references/ (`torch_ffvit`, `torch_deit`) and through ffzoo on the current
 Keras backend, and fails unless the logits agree within 1e-4.
 """
 
@@ -106,7 +106,6 @@ def cmd_hash(args):
 
 
 def _reference_logits(row, state, images):
-    import numpy as np
 
     import ffzoo
 
@@ -124,9 +123,17 @@ def _reference_logits(row, state, images):
         with torch.no_grad():
             return reference(torch.from_numpy(images.transpose(0, 3, 1, 2))).numpy()
     if row["family"] == "deit":
-        from references import numpy_deit
+        import torch
 
-        return np.asarray(numpy_deit.forward(state, images, dims["patch_size"], dims["num_heads"]))
+        from references import torch_deit
+
+        reference = torch_deit.VisionTransformer(
+            image_size=dims["image_size"], patch_size=dims["patch_size"],
+            embed_dim=dims["embed_dim"], depth=dims["depth"], num_heads=dims["num_heads"],
+            mlp_ratio=dims["mlp_ratio"], num_classes=row["classes"]).eval()
+        reference.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
+        with torch.no_grad():
+            return reference(torch.from_numpy(images.transpose(0, 3, 1, 2))).numpy()
     raise ValueError(f"no reference implementation for the {row['family']} family")
 
 
