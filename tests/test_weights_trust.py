@@ -46,7 +46,7 @@ def checkpoints(tmp_path_factory):
 
 @pytest.fixture
 def preset(monkeypatch, tmp_path):
-    """FF-Micro's manifest row as a published preset; KERAS_HOME in tmp_path."""
+    """FF-Micro's preset row as a published preset; KERAS_HOME in tmp_path."""
     row = presets.preset_for_model(MICRO)
     for key, value in dict(source_url="http://127.0.0.1:9/unreachable/" + FILE, file_name=FILE,
                            classes=1000, sha256=None, source_entry="model").items():

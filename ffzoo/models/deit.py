@@ -27,7 +27,6 @@ VARIANTS = {
     "deit_base_patch16_224": dict(patch_size=16, embed_dim=768, depth=12, num_heads=12,
                                   mlp_ratio=4.0, image_size=224, pos_grid_size=14),
 }
-DEIT_VARIANTS = VARIANTS
 
 _FAIR = "https://dl.fbaipublicfiles.com/deit/"
 _DEIT_README = "DeiT README (facebookresearch/deit), Touvron et al. 2021, arXiv 2012.12877"

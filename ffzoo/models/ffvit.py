@@ -25,7 +25,6 @@ VARIANTS = {
     "ffvit_micro_patch4_32": dict(patch_size=4, embed_dim=128, depth=6, mlp_ratio=4.0,
                                   image_size=32, pos_grid_size=8),
 }
-FFVIT_VARIANTS = VARIANTS  # the name training/ and benchmarks/ used
 
 _PAPER = "the FF paper (Melas-Kyriazi 2021, arXiv 2105.02723)"
 _RELEASE = "https://github.com/lukemelas/do-you-even-need-attention/releases/download/v0.0.1/"
