@@ -34,11 +34,13 @@ class Family:
         a preset row.
     fixed_token_count: whether the blocks only accept the token count they were built
         for (the token FF), so the input size is fixed up to the patch rounding.
+    token_count_hint: said after the error for an input of another token count.
     """
 
     name: str
     source_format: str
     fixed_token_count: bool
+    token_count_hint: str = ""
 
     def __post_init__(self):
         registry.SOURCE_FORMATS[self.name] = self.source_format
@@ -171,8 +173,7 @@ def validate_arguments(family, dims, row, arguments, architecture_changes=(), sk
             f"{grid[0]} x {grid[1]} patch grid ({1 + grid[0] * grid[1]} tokens). Inputs of "
             f"{side * patch_size} to {(side + 1) * patch_size - 1} px per side work (any "
             f"height and width with (h // {patch_size}) * (w // {patch_size}) == {side * side}). "
-            "token_mlp_dim does not lift this: the token FF's LayerNorm and first layer are "
-            "sized by the token count. To build an untrained model for another input size, "
+            f"{family.token_count_hint}To build an untrained model for another input size, "
             "pass image_size=<pixels>."
         )
 

@@ -9,7 +9,10 @@ from ffzoo.models import builder
 from ffzoo.models.registry import register_model
 from ffzoo.weights import preset_for_model, register_preset
 
-FAMILY = builder.Family(name="ffvit", source_format="ff_pth", fixed_token_count=True)
+FAMILY = builder.Family(
+    name="ffvit", source_format="ff_pth", fixed_token_count=True,
+    token_count_hint="token_mlp_dim does not lift this: the token FF's LayerNorm and first "
+                     "layer are sized by the token count. ")
 
 # `image_size` fixes the token count, 1 + (image_size // patch_size) ** 2;
 # `pos_grid_size` is the learned position grid, 14 x 14 in the reference for every
