@@ -16,13 +16,6 @@ import keras
 from keras import ops
 
 
-def deit_lr(t, base_lr, epochs, warmup_epochs, warmup_lr, min_lr):
-    """L(t) above, for a Python number t (used by tests and the plots)."""
-    if t < warmup_epochs:
-        return warmup_lr + t * (base_lr - warmup_lr) / warmup_epochs
-    return min_lr + 0.5 * (base_lr - min_lr) * (1.0 + math.cos(math.pi * t / epochs))
-
-
 @keras.saving.register_keras_serializable(package="ffzoo_training")
 class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
     """The schedule above as a Keras schedule of the optimizer's step counter (every
