@@ -1,21 +1,21 @@
-"""DeiT's evaluation preprocessing, reproduced exactly.
+"""DeiT's evaluation preprocessing, computed exactly as PIL computes it.
 
 What the published accuracies assume (DeiT `datasets.build_transform`, torchvision on
 PIL images): resize the shorter side to `int(224 / 0.875) = 256` with PIL's bicubic
 filter (antialiased when shrinking), the longer side to `int(256 * long / short)`,
 center-crop 224 x 224 (offsets rounded as torchvision does), scale to [0, 1] and
-normalize with the ImageNet mean and std.
+normalize with the ImageNet mean and std. `preprocess_image` does this to one image
+(NumPy); `check_settings` refuses bad `image_size` / `crop_pct` / `mean` / `std`.
 
-The resize is Pillow's algorithm step by step: the same filter taps, the same
-22-bit fixed-point coefficients, a horizontal pass rounded to uint8, then a vertical
-pass rounded to uint8. With NumPy (`preprocess_image`) the sums are Pillow's exact
-integer arithmetic, computed by the TensorFlow namespace (the tf.data pipelines) as
-banded int32 matrix products. Both give PIL's output bit for bit.
-
-The code is written once against a small array namespace (`_NumPyOps` here; the
-TensorFlow one in `tf_ops()`), so `preprocess_image` and the tf.data evaluation
-pipeline run the very same resize-and-crop. Importing this module never imports
-TensorFlow.
+The resize is Pillow's algorithm step by step: the same filter taps and 22-bit
+fixed-point coefficients (`center_crop_taps`, `resize_taps`), a horizontal pass
+rounded to uint8, then a vertical pass rounded to uint8 (`resample`); only the
+cropped output pixels are computed. The taps and passes are written once against a
+small array namespace: `_NumPyOps` sums the taps directly, `tf_ops()` (what the
+`ffzoo.data` pipelines use) computes the same integer sums as banded int32 matrix
+products. Both give PIL's output bit for bit, so single-image prediction and the
+tf.data evaluation pipeline run the very same resize-and-crop. Importing this module
+never imports TensorFlow.
 """
 
 import math

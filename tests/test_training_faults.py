@@ -1,7 +1,7 @@
 """Fault injection: a run killed at each of its write points, with its newest backup
 damaged in between, resumes with nothing lost.
 
-`FFZOO_TEST_EXIT_AT="PATTERN:N"` makes `training.callbacks.write_atomically` end the
+`FFZOO_TEST_EXIT_AT="PATTERN:N"` makes `ffzoo.files.write_atomically` end the
 process with `os._exit` (no cleanup, as SIGKILL) at the N-th write of a file whose name
 matches PATTERN, after the temporary file is written and before it replaces the file.
 One run directory goes through six lives; each life is one subprocess (the TensorFlow
@@ -50,6 +50,9 @@ def _partials(output):
     return sorted(name for base, _, names in os.walk(output) for name in names if ".partial" in name)
 
 
+# The write points, backups and resume logic are ffzoo's and Keras' own, the same on every
+# backend (the resumed numbers are checked per backend by test_training_scripts): once.
+@pytest.mark.once
 def test_killed_at_every_write_point_and_damaged_backups_lose_nothing(folder, nano, tmp_path):
     output = tmp_path / "run"
     backup = output / "backup"

@@ -130,12 +130,13 @@ def _top1_by_hand(model, directory):
 @pytest.mark.parametrize("batch,pad", [(4, False), (4, True), (64, False)])
 def test_evaluate_counts_every_example_once(folder, nano, batch, pad):
     import ffzoo.data as fd
+    from training.evaluate import evaluate
 
     keras.utils.set_random_seed(0)
     model = ffzoo.create_model(NANO_NAME, classes=CLASSES, classifier_activation=None)
     pipeline = fd.load(str(folder), "val", training=False, batch_size=batch, image_size=32,
                        crop_pct=1.0, one_hot_labels=True, pad_final_batch=pad)
-    result = train.evaluate(model, pipeline, progress=False)
+    result = evaluate(model, pipeline, progress=False)
     assert result["examples"] == 11
     assert result["top1"] == pytest.approx(_top1_by_hand(model, folder / "val"))
 

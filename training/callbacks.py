@@ -112,9 +112,9 @@ class Backup(keras.callbacks.Callback):
             return None, f"{weights} is damaged (its sha256 differs from the one written)"
         return state, None
 
-    def choose(self):
-        """Finds the newest intact backup (messages for the damaged ones); returns its
-        epoch count (0 without one)."""
+    def saved_epochs(self):
+        """Epochs done according to the newest intact backup (0 without one); finds it
+        once, with a message for each damaged backup skipped."""
         if self._chosen is not None:
             return self._chosen["epochs_done"]
         states, damaged = [], []
@@ -134,13 +134,9 @@ class Backup(keras.callbacks.Callback):
         self._chosen = states[0] if states else {"epochs_done": 0}
         return self._chosen["epochs_done"]
 
-    def saved_epochs(self):
-        """Epochs done according to the newest intact backup (0 without one)."""
-        return self.choose()
-
     def restore(self, model):
         """Loads the newest intact backup into a compiled `model`; returns the epochs done."""
-        if not self.choose():
+        if not self.saved_epochs():
             return 0
         state = self._chosen
         if not model.optimizer.built:

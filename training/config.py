@@ -1,8 +1,14 @@
 """Training configuration: a recipe (training/recipes/*.py) plus command-line overrides.
 
-Every key below can be set by a recipe and overridden on the command line as
-`--key-name value` (tuples as `0.08,1`; None as `none`). The resolved configuration
-is saved in the run directory as `config.json`.
+Every value a run uses is defined in one place. `SCHEMA` holds each key's type and
+meaning, `validate` its range; neither holds a value. A recipe sets every key that
+says what is trained and how (`RECIPE_KEYS`: model, data, schedule, optimizer,
+regularization, augmentation, precision), so it reads as the whole recipe. The keys
+that say where and how this run executes (`RUN_DEFAULTS`: data locations, device
+choice, seed, output directory) are not a recipe's: each has its one default there.
+Every key can be overridden on the command line as `--key-name value` (tuples as
+`0.08,1`; None as `none`). The resolved configuration is saved in the run directory
+as `config.json`.
 """
 
 import argparse
@@ -12,61 +18,79 @@ import math
 import os
 import pkgutil
 
-# name: (type, default, help). `tuple` values are floats.
+# name: (type, help). `tuple` values are floats.
 SCHEMA = {
     # model and data
-    "model": (str, "ffvit_tiny_patch16_224", "registered model name (ffzoo.list_models())"),
-    "weights": (str, None, "initial weights: none, 'imagenet' or a .weights.h5 / .pth path"),
-    "data": (str, None, "image folder, TFRecord glob, or TFDS name; none: scikit-learn's digits"),
-    "data_dir": (str, None, "TFDS data_dir"),
-    "manual_dir": (str, None, "TFDS manual download dir (the ImageNet tars)"),
-    "labels_file": (str, None, "label file of a flat evaluation folder"),
-    "train_split": (str, "train", "training split"),
-    "eval_split": (str, "validation", "evaluation split"),
-    "image_size": (int, 224, "input size"),
-    "crop_pct": (float, 0.875, "evaluation: shorter side resized to image_size / crop_pct"),
+    "model": (str, "registered model name (ffzoo.list_models())"),
+    "weights": (str, "initial weights: none, 'imagenet' or a .weights.h5 / .pth path"),
+    "data": (str, "image folder, TFRecord glob, or TFDS name; none: scikit-learn's digits"),
+    "data_dir": (str, "TFDS data_dir"),
+    "manual_dir": (str, "TFDS manual download dir (the ImageNet tars)"),
+    "labels_file": (str, "label file of a flat evaluation folder"),
+    "train_split": (str, "training split"),
+    "eval_split": (str, "evaluation split"),
+    "image_size": (int, "input size"),
+    "crop_pct": (float, "evaluation: shorter side resized to image_size / crop_pct"),
     # schedule and optimizer
-    "epochs": (int, 300, "epochs"),
-    "steps_per_epoch": (int, None, "steps per epoch (default: a pass over the training split)"),
-    "batch_size": (int, 1024, "global batch size (all devices)"),
-    "eval_batch_size": (int, 256, "evaluation batch size"),
-    "lr": (float, 5e-4, "learning rate at lr_batch_reference; scaled linearly with batch_size"),
-    "lr_batch_reference": (int, 512, "batch size that lr is given for"),
-    "lr_schedule_unit": (str, "epoch", "'epoch' (DeiT's per-epoch steps) or 'step' (smooth)"),
-    "warmup_epochs": (float, 5, "linear warmup epochs"),
-    "warmup_lr": (float, 1e-6, "learning rate at the start of warmup"),
-    "min_lr": (float, 1e-5, "final learning rate of the cosine"),
-    "weight_decay": (float, 0.05, "AdamW weight decay (not on biases, norms, class token, positions)"),
-    "decay_positions": (bool, False, "also decay the position embeddings, as the paper's code did"),
-    "adam_beta1": (float, 0.9, "AdamW beta 1"),
-    "adam_beta2": (float, 0.999, "AdamW beta 2"),
-    "adam_epsilon": (float, 1e-8, "AdamW epsilon"),
-    "clip_norm": (float, None, "global gradient norm clipping (DeiT: none)"),
-    "ema_decay": (float, None, "keep an EMA of the weights with this decay (DeiT: 0.99996)"),
+    "epochs": (int, "epochs"),
+    "steps_per_epoch": (int, "steps per epoch (none: a pass over the training split)"),
+    "batch_size": (int, "global batch size (all devices)"),
+    "eval_batch_size": (int, "evaluation batch size"),
+    "lr": (float, "learning rate at lr_batch_reference; scaled linearly with batch_size"),
+    "lr_batch_reference": (int, "batch size that lr is given for"),
+    "lr_schedule_unit": (str, "'epoch' (DeiT's per-epoch steps) or 'step' (smooth)"),
+    "warmup_epochs": (float, "linear warmup epochs"),
+    "warmup_lr": (float, "learning rate at the start of warmup"),
+    "min_lr": (float, "final learning rate of the cosine"),
+    "weight_decay": (float, "AdamW weight decay (not on biases, norms, class token, positions)"),
+    "decay_positions": (bool, "also decay the position embeddings, as the paper's code did"),
+    "adam_beta1": (float, "AdamW beta 1"),
+    "adam_beta2": (float, "AdamW beta 2"),
+    "adam_epsilon": (float, "AdamW epsilon"),
+    "clip_norm": (float, "global gradient norm clipping (none: no clipping)"),
+    "ema_decay": (float, "keep an EMA of the weights with this decay (none: no EMA)"),
     # regularization and augmentation
-    "drop_rate": (float, 0.1, "dropout (the FF runs used 0.1)"),
-    "drop_path_rate": (float, 0.1, "stochastic depth"),
-    "label_smoothing": (float, 0.1, "label smoothing"),
-    "mixup_alpha": (float, 0.8, "Mixup alpha (0: off)"),
-    "cutmix_alpha": (float, 1.0, "CutMix alpha (0: off)"),
-    "mix_probability": (float, 1.0, "probability that a batch is mixed"),
-    "switch_probability": (float, 0.5, "probability of CutMix rather than Mixup"),
-    "randaugment": (str, "rand-m9-mstd0.5-inc1", "timm RandAugment policy (none: off)"),
-    "random_erasing": (float, 0.25, "random erasing probability"),
-    "random_resized_crop": (bool, True, "random resized crop (False: resize and center crop)"),
-    "crop_scale": (tuple, (0.08, 1.0), "random resized crop area range"),
-    "crop_ratio": (tuple, (3 / 4, 4 / 3), "random resized crop aspect range"),
-    "pil_exact_resize": (bool, False, "resize crops exactly as PIL does (slower; default: float bicubic)"),
-    "hflip": (float, 0.5, "horizontal flip probability"),
-    "repeated_augmentation": (int, 3, "DeiT's repeated augmentation: copies of each image per epoch"),
+    "drop_rate": (float, "dropout"),
+    "drop_path_rate": (float, "stochastic depth"),
+    "label_smoothing": (float, "label smoothing"),
+    "mixup_alpha": (float, "Mixup alpha (0: off)"),
+    "cutmix_alpha": (float, "CutMix alpha (0: off)"),
+    "mix_probability": (float, "probability that a batch is mixed"),
+    "switch_probability": (float, "probability of CutMix rather than Mixup"),
+    "randaugment": (str, "timm RandAugment policy (none: off)"),
+    "random_erasing": (float, "random erasing probability"),
+    "random_resized_crop": (bool, "random resized crop (False: resize and center crop)"),
+    "crop_scale": (tuple, "random resized crop area range"),
+    "crop_ratio": (tuple, "random resized crop aspect range"),
+    "pil_exact_resize": (bool, "resize crops exactly as PIL does (slower; false: float bicubic)"),
+    "hflip": (float, "horizontal flip probability"),
+    "repeated_augmentation": (int, "DeiT's repeated augmentation: copies of each image per epoch"),
     # execution
-    "precision": (str, "float32", "float32, mixed_bfloat16 or mixed_float16 (loss scaling)"),
-    "distribute": (str, "auto", "auto, none, mirrored, multi_worker_mirrored, tpu, data_parallel"),
-    "jit_compile": (str, "auto", "auto, true or false (XLA / jax.jit / torch.compile)"),
-    "seed": (int, 0, "random seed (data order, augmentation, initialization)"),
-    "eval_every": (int, 1, "evaluate every this many epochs"),
-    "output": (str, None, "run directory (default: runs/<recipe>-<model>)"),
+    "precision": (str, "float32, mixed_bfloat16 or mixed_float16 (loss scaling)"),
+    "distribute": (str, "auto, none, mirrored, multi_worker_mirrored, tpu, data_parallel"),
+    "jit_compile": (str, "auto, true or false (XLA / jax.jit / torch.compile)"),
+    "seed": (int, "random seed (data order, augmentation, initialization)"),
+    "eval_every": (int, "evaluate every this many epochs"),
+    "output": (str, "run directory (none: runs/<recipe>-<model>)"),
 }
+
+# The keys that describe this run rather than the recipe, each with its one default.
+# A recipe does not set them; the command line does.
+RUN_DEFAULTS = {
+    "data_dir": None,
+    "manual_dir": None,
+    "labels_file": None,
+    "steps_per_epoch": None,  # a pass over the training split
+    "pil_exact_resize": False,  # the faster float bicubic crop (see ffzoo/data/README.md)
+    "distribute": "auto",
+    "jit_compile": "auto",
+    "seed": 0,
+    "eval_every": 1,
+    "output": None,  # runs/<recipe>-<model>
+}
+
+# What every recipe sets: everything else.
+RECIPE_KEYS = tuple(key for key in SCHEMA if key not in RUN_DEFAULTS)
 
 
 class ConfigError(ValueError):
@@ -80,16 +104,23 @@ def recipe_names():
 
 
 def load_recipe(name):
-    """The recipe's values over the schema's defaults."""
+    """The recipe's values, and `RUN_DEFAULTS` for the keys no recipe sets."""
     if name not in recipe_names():
         raise ConfigError(f"Unknown recipe {name!r}; recipes: {', '.join(recipe_names())}.")
     recipe = importlib.import_module(f"training.recipes.{name}").RECIPE
     unknown = sorted(set(recipe) - set(SCHEMA))
     if unknown:
         raise ConfigError(f"Recipe {name!r} sets unknown keys {unknown}.")
-    config = {key: default for key, (_, default, _) in SCHEMA.items()}
-    config.update(recipe)
-    return config
+    run_keys = sorted(set(recipe) & set(RUN_DEFAULTS))
+    if run_keys:
+        raise ConfigError(f"Recipe {name!r} sets {run_keys}, which describe a run, not a recipe "
+                          "(training/config.py RUN_DEFAULTS); pass them on the command line.")
+    missing = [key for key in RECIPE_KEYS if key not in recipe]
+    if missing:
+        raise ConfigError(f"Recipe {name!r} does not set {missing}: a recipe states every value "
+                          "of what it trains.")
+    values = {**RUN_DEFAULTS, **recipe}
+    return {key: values[key] for key in SCHEMA}
 
 
 # Keys whose value is a name that can itself be "none" (never None).
@@ -113,6 +144,15 @@ def _parse(kind, key):
     return parse
 
 
+def _spelled(value):
+    """A value as the command line spells it."""
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value)
+
+
 def parser():
     result = argparse.ArgumentParser(
         prog="python -m training.train",
@@ -125,7 +165,9 @@ def parser():
                              "directory a run marked as its own) instead of resuming it")
     result.add_argument("--debug", action="store_true",
                         help="show the traceback of a failure (also FFZOO_DEBUG=1)")
-    for key, (kind, _, text) in SCHEMA.items():
+    for key, (kind, text) in SCHEMA.items():
+        if key in RUN_DEFAULTS:
+            text += f" (default: {_spelled(RUN_DEFAULTS[key])})"
         result.add_argument("--" + key.replace("_", "-"), dest=key, type=_parse(kind, key),
                             default=argparse.SUPPRESS, help=text)
     return result

@@ -1,4 +1,4 @@
-"""The embedded default dataset: scikit-learn's handwritten digits as an image folder.
+"""The embedded dataset: scikit-learn's handwritten digits as an image folder.
 
 1,797 real 8 x 8 grayscale scans of digits 0-9 (shipped inside scikit-learn, no
 network), upscaled to 32 x 32 PNGs (lossless) and split, stratified, into
@@ -17,8 +17,9 @@ def default_folder():
     return os.path.join(home, "datasets", "ffzoo_digits")
 
 
-def write_folder(folder=None, size=32, validation_fraction=0.2, seed=0):
-    """Writes the folder if it is not complete yet; returns its path."""
+def write_folder(folder=None, size=32, validation_fraction=0.2, split_seed=0):
+    """Writes the folder if it is not complete yet; returns its path. `split_seed` draws
+    which images are held out (fixed: every run sees the same split)."""
     from PIL import Image
     from sklearn.datasets import load_digits
 
@@ -27,7 +28,7 @@ def write_folder(folder=None, size=32, validation_fraction=0.2, seed=0):
     if os.path.exists(marker):
         return folder
     digits = load_digits()
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(split_seed)
     print(f"Writing scikit-learn's {len(digits.images)} digits as {size} x {size} PNGs to {folder}")
     progress = keras.utils.Progbar(len(digits.images), unit_name="image")
     done = 0

@@ -7,7 +7,9 @@
   hosts too (`keras.distribution.initialize()` reads the coordinator settings from
   the environment, see the README).
 - PyTorch: one device.
-`auto` picks the multi-device option when more than one device is visible.
+`auto` picks on TensorFlow `tpu` when `TPU_NAME` is set, `multi_worker_mirrored` when
+`TF_CONFIG` lists several workers, `mirrored` with several GPUs; on JAX `data_parallel`
+with several devices; else one device (`none`).
 """
 
 import contextlib

@@ -1,5 +1,8 @@
 """Evaluate an ffzoo model on a whole split: top-1, top-5, exact example count, images/s.
 
+`evaluate(model, pipeline)` is the count itself (`training.train` evaluates its final
+weights with it); `python -m training.evaluate` builds a model and a pipeline for it:
+
     python -m training.evaluate --model ffvit_base_patch16_224 --weights imagenet \
         --data imagenet2012 --data-dir D --output result.json
     python -m training.evaluate --model ffvit_micro_patch4_32 \
@@ -15,14 +18,51 @@ Without `--data`, the held-out split of the embedded digits set is used.
 
 import argparse
 import sys
+import time
 
 import keras
+import numpy as np
 
 import ffzoo
-from training import digits
+from ffzoo.preprocessing import DEFAULT_CROP_PCT
+from training import digits, errors
 from training.callbacks import write_json
 from training.config import ConfigError
-from training.train import EXPECTED_ERRORS, debugging, evaluate, one_line
+
+
+def evaluate(model, pipeline, progress=True):
+    """Top-1 / top-5 over the whole split (every example once, padding excluded), images/s."""
+    predict = _inference_function(model)
+    correct1 = correct5 = seen = 0
+    bar = keras.utils.Progbar(pipeline.steps_per_epoch, unit_name="batch") if progress else None
+    start = time.perf_counter()
+    for step, batch in enumerate(pipeline.dataset.as_numpy_iterator()):
+        images, labels = batch[0], batch[1]
+        weights = batch[2] if len(batch) > 2 else np.ones(len(images))
+        logits = np.asarray(keras.ops.convert_to_numpy(predict(images)), np.float32)
+        truth = labels.argmax(-1) if labels.ndim == 2 else labels
+        top5 = np.argsort(-logits, axis=-1)[:, :5]
+        keep = weights > 0
+        correct1 += int(np.sum((top5[:, 0] == truth) & keep))
+        correct5 += int(np.sum(np.any(top5 == truth[:, None], axis=-1) & keep))
+        seen += int(keep.sum())
+        if bar is not None:
+            bar.update(step + 1, [("top1", correct1 / max(seen, 1))])
+    elapsed = time.perf_counter() - start
+    return {"top1": correct1 / max(seen, 1), "top5": correct5 / max(seen, 1), "examples": seen,
+            "images_per_s": seen / elapsed, "seconds": elapsed}
+
+
+def _inference_function(model):
+    """`images -> logits` on this process's devices. On TensorFlow, a plain graph
+    function: under a tf.distribute strategy `predict_on_batch` would spread (and
+    here duplicate) each batch over the replicas, but evaluation counts exactly
+    the examples this process reads."""
+    if keras.backend.backend() != "tensorflow":
+        return model.predict_on_batch
+    import tensorflow as tf
+
+    return tf.function(lambda images: model(images, training=False), reduce_retracing=True)
 
 
 def parser():
@@ -36,7 +76,8 @@ def parser():
     result.add_argument("--labels-file", help="label file of a flat evaluation folder")
     result.add_argument("--batch-size", type=int, default=128)
     result.add_argument("--image-size", type=int, default=None, help="default: the model's")
-    result.add_argument("--crop-pct", type=float, default=None, help="default: 0.875 (DeiT)")
+    result.add_argument("--crop-pct", type=float, default=None,
+                        help=f"default: {DEFAULT_CROP_PCT} (DeiT's; 1 for the digits)")
     result.add_argument("--precision", default="float32", choices=["float32", "mixed_bfloat16", "mixed_float16"])
     result.add_argument("--output", help="write the result as JSON here")
     result.add_argument("--debug", action="store_true",
@@ -65,7 +106,7 @@ def run(args):
     source = args.data or digits.write_folder()
     split = args.split or ("val" if args.data is None else "validation")
     image_size = args.image_size or model_dims(args.model)["image_size"]
-    crop_pct = args.crop_pct if args.crop_pct is not None else (1.0 if args.data is None else 0.875)
+    crop_pct = args.crop_pct if args.crop_pct is not None else (1.0 if args.data is None else DEFAULT_CROP_PCT)
     pipeline = fd.load(source, split, training=False, batch_size=args.batch_size,
                        image_size=image_size, crop_pct=crop_pct, data_dir=args.data_dir,
                        manual_dir=args.manual_dir, labels_file=args.labels_file)
@@ -92,20 +133,11 @@ def run(args):
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser().parse_args(argv)
-    try:
+
+    def evaluate_command():
         validate(args)
         run(args)
-    except EXPECTED_ERRORS as error:  # one line; --debug / FFZOO_DEBUG=1: the traceback
-        if debugging(argv):
-            raise
-        print(f"training.evaluate: {one_line(error)}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        if debugging(argv):
-            raise
-        print("training.evaluate: interrupted.", file=sys.stderr)
-        return 130
-    return 0
+    return errors.command("training.evaluate", argv, evaluate_command, "interrupted.")
 
 
 if __name__ == "__main__":

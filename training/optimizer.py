@@ -5,11 +5,11 @@ import keras
 from training.schedule import WarmupCosine
 
 
-def no_decay_variables(model, decay_positions=False):
+def no_decay_variables(model, decay_positions):
     """Variables AdamW must not decay: biases, LayerNorm scales and offsets, the class
     token and its position (all 1-D in ffzoo), and the position grid.
 
-    `decay_positions=True` decays the position parameters, as the paper's code did
+    `decay_positions=True` (the recipe's key) decays the position parameters, as the paper's code did
     in effect: its no_weight_decay() names ('pos_embed', 'cls_token') match
     `cls_token` but not `pos_encoding.pos_embed` / `pos_encoding.cls_pos_embed`.
     """
@@ -24,7 +24,7 @@ def no_decay_variables(model, decay_positions=False):
 
 
 def scaled_lr(config, global_batch):
-    """DeiT's linear scaling: `lr * global_batch / lr_batch_reference` (512)."""
+    """DeiT's linear scaling: `lr * global_batch / lr_batch_reference` (512 in DeiT's recipe)."""
     return config["lr"] * global_batch / config["lr_batch_reference"]
 
 
@@ -48,7 +48,7 @@ def build(config, model, steps_per_epoch, global_batch):
         epsilon=config["adam_epsilon"],
         global_clipnorm=config["clip_norm"],
         use_ema=ema is not None,
-        ema_momentum=ema if ema is not None else 0.99,
+        ema_momentum=ema if ema is not None else 0.99,  # unused without an EMA
     )
     optimizer.exclude_from_weight_decay(
         var_list=no_decay_variables(model, config["decay_positions"]))

@@ -16,19 +16,12 @@ import keras
 from keras import ops
 
 
-def deit_lr(t, base_lr, epochs, warmup_epochs, warmup_lr, min_lr):
-    """L(t) above, for a Python number t (used by tests and the plots)."""
-    if t < warmup_epochs:
-        return warmup_lr + t * (base_lr - warmup_lr) / warmup_epochs
-    return min_lr + 0.5 * (base_lr - min_lr) * (1.0 + math.cos(math.pi * t / epochs))
-
-
 @keras.saving.register_keras_serializable(package="ffzoo_training")
 class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
-    """The schedule above as a Keras schedule of the optimizer's step counter."""
+    """The schedule above as a Keras schedule of the optimizer's step counter (every
+    argument comes from the recipe: `training.optimizer.build`)."""
 
-    def __init__(self, base_lr, epochs, steps_per_epoch, warmup_epochs=5, warmup_lr=1e-6,
-                 min_lr=1e-5, unit="epoch"):
+    def __init__(self, base_lr, epochs, steps_per_epoch, warmup_epochs, warmup_lr, min_lr, unit):
         if unit not in ("epoch", "step"):
             raise ValueError(f"unit must be 'epoch' or 'step'; got {unit!r}.")
         self.base_lr = float(base_lr)

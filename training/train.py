@@ -12,8 +12,13 @@ wrote), config.json, backup/ (the last two epochs), log.csv, curves.png, tensorb
 model.weights.h5 (final), model_ema.weights.h5 (with --ema-decay), summary.json.
 Failures are one line (exit status 2); --debug or FFZOO_DEBUG=1 shows the traceback.
 See training/README.md.
+
+`run(config)` is three steps: `set_up` (data, compiled model, optimizer, the backup
+resumed from), `fit` (`model.fit` with the run's callbacks) and `finalize` (final
+weights, the evaluation of the whole split, log files, summary.json).
 """
 
+import dataclasses
 import json
 import os
 import re
@@ -24,20 +29,19 @@ import time
 import warnings
 
 import keras
-import numpy as np
 
 import ffzoo
 from ffzoo import files
 from training import callbacks as cb
 from training import config as cfg
-from training import digits, distribute
+from training import digits, distribute, errors
 from training import optimizer as opt
+from training.evaluate import evaluate
 
 
 def _augment(config):
-    """The recipe's augmentation settings (its keys are `ffzoo.data.Augment`'s fields)."""
-    import dataclasses
-
+    """The recipe's augmentation settings: every field of `ffzoo.data.Augment` comes from
+    the config (schema keys of the same names), none from Augment's defaults."""
     import ffzoo.data as fd
 
     return fd.Augment.from_dict({f.name: config[f.name] for f in dataclasses.fields(fd.Augment)})
@@ -84,41 +88,6 @@ def build_model(config, classes):
     if skip_head:
         print(f"Fine-tuning from {weights}: every layer but the {classes}-class head is pretrained.")
     return model
-
-
-def evaluate(model, pipeline, progress=True):
-    """Top-1 / top-5 over the whole split (every example once, padding excluded), images/s."""
-    predict = _inference_function(model)
-    correct1 = correct5 = seen = 0
-    bar = keras.utils.Progbar(pipeline.steps_per_epoch, unit_name="batch") if progress else None
-    start = time.perf_counter()
-    for step, batch in enumerate(pipeline.dataset.as_numpy_iterator()):
-        images, labels = batch[0], batch[1]
-        weights = batch[2] if len(batch) > 2 else np.ones(len(images))
-        logits = np.asarray(keras.ops.convert_to_numpy(predict(images)), np.float32)
-        truth = labels.argmax(-1) if labels.ndim == 2 else labels
-        top5 = np.argsort(-logits, axis=-1)[:, :5]
-        keep = weights > 0
-        correct1 += int(np.sum((top5[:, 0] == truth) & keep))
-        correct5 += int(np.sum(np.any(top5 == truth[:, None], axis=-1) & keep))
-        seen += int(keep.sum())
-        if bar is not None:
-            bar.update(step + 1, [("top1", correct1 / max(seen, 1))])
-    elapsed = time.perf_counter() - start
-    return {"top1": correct1 / max(seen, 1), "top5": correct5 / max(seen, 1), "examples": seen,
-            "images_per_s": seen / elapsed, "seconds": elapsed}
-
-
-def _inference_function(model):
-    """`images -> logits` on this process's devices. On TensorFlow, a plain graph
-    function: under a tf.distribute strategy `predict_on_batch` would spread (and
-    here duplicate) each batch over the replicas, but evaluation counts exactly
-    the examples this process reads."""
-    if keras.backend.backend() != "tensorflow":
-        return model.predict_on_batch
-    import tensorflow as tf
-
-    return tf.function(lambda images: model(images, training=False), reduce_retracing=True)
 
 
 def _fit_data(model, dataset, plan):
@@ -234,6 +203,25 @@ def _prepare_output(config, fresh, worker=0):
     return output
 
 
+@dataclasses.dataclass
+class Session:
+    """What `set_up` prepares for `fit` and `finalize`."""
+
+    config: dict
+    plan: distribute.Plan
+    output: str  # this host's run directory
+    train: object  # ffzoo.data.Pipeline
+    evaluation: object
+    steps: int  # per epoch
+    model: keras.Model
+    optimizer: keras.optimizers.Optimizer
+    schedule: object  # training.schedule.WarmupCosine
+    backup: cb.Backup
+    nan_stop: cb.StopOnNaN
+    initial_epoch: int  # epochs done by the backup resumed from
+    raw_weights: cb.RawWeights = dataclasses.field(default_factory=cb.RawWeights)
+
+
 def run(config, fresh=False):
     """Trains (or resumes, or reports a finished run); returns the summary dict."""
     started = time.perf_counter()
@@ -241,21 +229,60 @@ def run(config, fresh=False):
     keras.utils.set_random_seed(config["seed"])
     plan = distribute.plan(config["distribute"], config["batch_size"], config["eval_batch_size"])
     output = _prepare_output(config, fresh, worker=plan.host_index)
-    summary_path = os.path.join(output, "summary.json")
-    if os.path.exists(summary_path):
-        try:
-            with open(summary_path) as f:
-                summary = json.load(f)
-            print(f"{output} is a finished run (top-1 {summary['top1']:.2%}); --fresh trains it again.")
-            return summary
-        except (OSError, ValueError, KeyError, TypeError) as error:
-            print(f"{summary_path} is unreadable ({error}); finishing the run again.")
+    summary = _finished_summary(output)
+    if summary is not None:
+        return summary
+    session = set_up(config, plan, output)
+    fit(session)
+    return finalize(session, started)
 
+
+def _finished_summary(output):
+    """The summary of a run that already finished in `output`, or None."""
+    summary_path = os.path.join(output, "summary.json")
+    if not os.path.exists(summary_path):
+        return None
+    try:
+        with open(summary_path) as f:
+            summary = json.load(f)
+        print(f"{output} is a finished run (top-1 {summary['top1']:.2%}); --fresh trains it again.")
+        return summary
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        print(f"{summary_path} is unreadable ({error}); finishing the run again.")
+        return None
+
+
+def set_up(config, plan, output):
+    """The data, the compiled model and optimizer, restored from the newest intact backup."""
     nan_stop = cb.StopOnNaN()
     backup = cb.Backup(os.path.join(output, "backup"), guard=nan_stop)
     # A resumed run draws a new data order (the seed moves on by the epochs done).
     train, evaluation = load_data(config, plan.replicas, seed_offset=backup.saved_epochs())
     classes = train.num_classes
+    steps = _steps_per_epoch(config, train)
+    print(f"Training {config['model']} on {train.source.description}: {train.num_examples} images, "
+          f"{classes} classes, {steps} steps of {config['batch_size']} per epoch, "
+          f"{plan.name} over {plan.replicas} device(s), {config['precision']}, "
+          f"backend {keras.backend.backend()}.")
+    with plan.scope():
+        model = build_model(config, classes)
+        optimizer, schedule = opt.build(config, model, steps, config["batch_size"])
+        model.compile(optimizer=optimizer,
+                      loss=keras.losses.CategoricalCrossentropy(from_logits=True),
+                      metrics=[keras.metrics.CategoricalAccuracy(name="top1"),
+                               keras.metrics.TopKCategoricalAccuracy(k=min(5, classes), name="top5")],
+                      jit_compile=_jit(config))
+        initial_epoch = backup.restore(model)
+    if initial_epoch:
+        print(f"Resuming from the backup of epoch {initial_epoch}.")
+    return Session(config=config, plan=plan, output=output, train=train, evaluation=evaluation,
+                   steps=steps, model=model, optimizer=optimizer, schedule=schedule, backup=backup,
+                   nan_stop=nan_stop, initial_epoch=initial_epoch)
+
+
+def _steps_per_epoch(config, train):
+    """`--steps-per-epoch`, else a pass over the training split (one-line errors when
+    the split is smaller than a batch or of unknown size)."""
     steps = config["steps_per_epoch"] or train.steps_per_epoch
     if train.steps_per_epoch == 0:  # training drops the last partial batch: none is left
         raise cfg.ConfigError(
@@ -263,77 +290,70 @@ def run(config, fresh=False):
             f"{train.batch_size}: pass a smaller --batch-size.")
     if not steps:
         raise cfg.ConfigError("The training split's size is unknown: pass --steps-per-epoch.")
-    print(f"Training {config['model']} on {train.source.description}: {train.num_examples} images, "
-          f"{classes} classes, {steps} steps of {config['batch_size']} per epoch, "
-          f"{plan.name} over {plan.replicas} device(s), {config['precision']}, "
-          f"backend {keras.backend.backend()}.")
+    return steps
 
-    with plan.scope():
-        model = build_model(config, classes)
-        optimizer, schedule = opt.build(config, model, steps, config["batch_size"])
-        top5 = min(5, classes)
-        model.compile(optimizer=optimizer,
-                      loss=keras.losses.CategoricalCrossentropy(from_logits=True),
-                      metrics=[keras.metrics.CategoricalAccuracy(name="top1"),
-                               keras.metrics.TopKCategoricalAccuracy(k=top5, name="top5")],
-                      jit_compile=_jit(config))
-        initial_epoch = backup.restore(model)
-    if initial_epoch:
-        print(f"Resuming from the backup of epoch {initial_epoch}.")
 
-    raw_weights = cb.RawWeights()
-    throughput = cb.Throughput(config["batch_size"])
+def fit(session):
+    """`model.fit` over the epochs left, with the run's callbacks; a diverged run stops
+    with FloatingPointError naming its last good backup."""
+    s, config = session, session.config
     fit_callbacks = [
         # StopOnNaN checks each epoch's end state before Backup writes it.
-        cb.LearningRate(schedule), throughput, nan_stop, backup, cb.RunFiles(backup, output),
-        keras.callbacks.TensorBoard(os.path.join(output, "tensorboard")),
-        train.callback(), evaluation.callback(),
+        cb.LearningRate(s.schedule), cb.Throughput(config["batch_size"]), s.nan_stop, s.backup,
+        cb.RunFiles(s.backup, s.output),
+        keras.callbacks.TensorBoard(os.path.join(s.output, "tensorboard")),
+        s.train.callback(), s.evaluation.callback(),
     ]
     if config["ema_decay"] is not None:
-        fit_callbacks.append(raw_weights)
-    if initial_epoch < config["epochs"]:
+        fit_callbacks.append(s.raw_weights)
+    if s.initial_epoch < config["epochs"]:
         with warnings.catch_warnings():
             # The training data repeats, so only the evaluation pass reaches the end of its
             # data, as it should; Keras warns about that every epoch.
             warnings.filterwarnings("ignore", message="Your input ran out of data")
-            model.fit(_fit_data(model, train.dataset.repeat(), plan), epochs=config["epochs"],
-                      initial_epoch=initial_epoch, steps_per_epoch=steps,
-                      validation_data=evaluation.dataset,
-                      validation_freq=config["eval_every"], callbacks=fit_callbacks,
-                      shuffle=False, verbose=1 if sys.stdout.isatty() else 2)
-    if nan_stop.failure:
+            s.model.fit(_fit_data(s.model, s.train.dataset.repeat(), s.plan), epochs=config["epochs"],
+                        initial_epoch=s.initial_epoch, steps_per_epoch=s.steps,
+                        validation_data=s.evaluation.dataset,
+                        validation_freq=config["eval_every"], callbacks=fit_callbacks,
+                        shuffle=False, verbose=1 if sys.stdout.isatty() else 2)
+    if s.nan_stop.failure:
         raise FloatingPointError(
-            f"Training stopped: {nan_stop.failure}. " + (
-                f"The last good state is the backup of epoch {backup.epochs_done} in {output}/backup."
-                if backup.epochs_done else "No epoch ended in a finite state: there is no backup."))
+            f"Training stopped: {s.nan_stop.failure}. " + (
+                f"The last good state is the backup of epoch {s.backup.epochs_done} in {s.output}/backup."
+                if s.backup.epochs_done else "No epoch ended in a finite state: there is no backup."))
 
-    if raw_weights.weights is not None:
-        model.set_weights(raw_weights.weights)  # fit ended by loading the EMA weights
-    cb.check_finite_weights(model, os.path.join(output, "model.weights.h5"))
-    cb.write_atomically(os.path.join(output, "model.weights.h5"), model.save_weights)
+
+def finalize(session, started):
+    """Writes the final (and EMA) weights, evaluates them on the whole evaluation split,
+    rewrites the log files and writes `summary.json`; returns the summary."""
+    s, config, model = session, session.config, session.model
+    if s.raw_weights.weights is not None:
+        model.set_weights(s.raw_weights.weights)  # fit ended by loading the EMA weights
+    cb.check_finite_weights(model, os.path.join(s.output, "model.weights.h5"))
+    cb.write_atomically(os.path.join(s.output, "model.weights.h5"), model.save_weights)
     print("Evaluating the final weights on the whole evaluation split.")
-    result = evaluate(model, evaluation)
+    result = evaluate(model, s.evaluation)
     summary = {
         "model": config["model"], "recipe": config["recipe"], "backend": keras.backend.backend(),
-        "epochs": backup.epochs_done, "top1": result["top1"], "top5": result["top5"],
+        "epochs": s.backup.epochs_done, "top1": result["top1"], "top5": result["top5"],
         "eval_examples": result["examples"], "eval_images_per_s": result["images_per_s"],
-        "train_images_per_s": _median_throughput(backup.history),
-        "parameters": model.count_params(), "distribute": plan.name, "devices": plan.replicas,
+        "train_images_per_s": _median_throughput(s.backup.history),
+        "parameters": model.count_params(), "distribute": s.plan.name, "devices": s.plan.replicas,
         "precision": config["precision"], "compute_dtype": model.compute_dtype,
         "variable_dtype": model.variable_dtype,
         "loss_scaling": isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer),
     }
     if config["ema_decay"] is not None:  # evaluated apart: DeiT reports the raw weights
         raw = model.get_weights()
-        optimizer.finalize_variable_values(model.trainable_variables)
-        cb.check_finite_weights(model, os.path.join(output, "model_ema.weights.h5"))
-        cb.write_atomically(os.path.join(output, "model_ema.weights.h5"), model.save_weights)
-        ema = evaluate(model, evaluation)
+        s.optimizer.finalize_variable_values(model.trainable_variables)
+        cb.check_finite_weights(model, os.path.join(s.output, "model_ema.weights.h5"))
+        cb.write_atomically(os.path.join(s.output, "model_ema.weights.h5"), model.save_weights)
+        ema = evaluate(model, s.evaluation)
         summary.update(ema_top1=ema["top1"], ema_top5=ema["top5"])
         model.set_weights(raw)
     summary["wall_time_s"] = time.perf_counter() - started
-    cb.write_files(backup.history, output)
-    cb.write_json(summary_path, summary)
+    cb.write_files(s.backup.history, s.output)
+    cb.write_json(os.path.join(s.output, "summary.json"), summary)
     print(json.dumps(summary, indent=2))
     return summary
 
@@ -345,39 +365,14 @@ def _median_throughput(history):
     return statistics.median(rates) if rates else None
 
 
-# Failures a user can cause or meet (bad values, missing or unreadable files, a diverged
-# run): one line and exit status 2. --debug or FFZOO_DEBUG=1 shows the traceback instead.
-EXPECTED_ERRORS = (ValueError, OSError, FloatingPointError)
-
-
-def debugging(argv):
-    return "--debug" in argv or os.environ.get("FFZOO_DEBUG", "") not in ("", "0")
-
-
-def one_line(error):
-    text = " ".join(str(error).split())
-    if isinstance(error, OSError) and not isinstance(error, FileNotFoundError) and text:
-        return f"{type(error).__name__}: {text}"
-    return text or type(error).__name__
-
-
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
-    try:
+
+    def train_command():
         config, args = cfg.resolve(argv)
         run(config, fresh=args.fresh)
-    except EXPECTED_ERRORS as error:
-        if debugging(argv):
-            raise
-        print(f"training.train: {one_line(error)}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        if debugging(argv):
-            raise
-        print("training.train: interrupted; the same command resumes from the last backup.",
-              file=sys.stderr)
-        return 130
-    return 0
+    return errors.command("training.train", argv, train_command,
+                          "interrupted; the same command resumes from the last backup.")
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ AUTOTUNE = tf.data.AUTOTUNE
 
 @dataclasses.dataclass
 class Augment:
-    """The DeiT training transform; each stage is switched off by `None` / `0` / `False`.
+    """The training transform of `load`; each stage is switched off by `None` / `0` / `False`.
 
     Stages in order: random resized crop fused with JPEG decoding (area `crop_scale`,
     aspect `crop_ratio`, bicubic resize: PIL's bit for bit with `pil_exact_resize`,
@@ -25,6 +25,13 @@ class Augment:
     horizontal flip (probability `hflip`), RandAugment
     (a timm policy string), normalization, random erasing (probability), and, per
     batch, Mixup / CutMix with label smoothing producing soft labels.
+
+    The defaults are what `load` applies when it is given no `augment`: DeiT's training
+    transform (facebookresearch/deit `main.py`'s argument defaults, which the paper's
+    runs used), with the faster float crop resize. They are this library's default,
+    not a training recipe: `python -m training.train` sets every field from its recipe
+    (training/recipes/*.py), and a test checks that these defaults equal the `deit`
+    recipe's values (tests/test_training_recipes.py).
     """
 
     random_resized_crop: bool = True

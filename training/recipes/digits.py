@@ -1,4 +1,4 @@
-"""The embedded default: a small FF model on scikit-learn's handwritten digits.
+"""The embedded demo: a small FF model on scikit-learn's handwritten digits.
 
 1,797 real 8 x 8 scans (10 classes) shipped inside scikit-learn, written as a
 32 x 32 image folder (80% train, 20% held out) and read through ffzoo.data like
@@ -9,12 +9,15 @@ minutes on a 2-core CPU (measured figures in README.md).
 """
 
 RECIPE = dict(
+    # Model and data.
     model="ffvit_micro_patch4_32",
+    weights=None,  # from scratch
     data=None,  # scikit-learn's digits
     train_split="train",
     eval_split="val",
     image_size=32,
     crop_pct=1.0,  # the digits fill the frame: evaluate the whole 32 x 32 image
+    # Schedule: 2 warm-up epochs, then cosine, evaluated at every step.
     epochs=25,
     batch_size=64,
     eval_batch_size=360,
@@ -24,18 +27,31 @@ RECIPE = dict(
     warmup_epochs=2,
     warmup_lr=1e-5,
     min_lr=1e-5,
+    # AdamW.
     weight_decay=0.05,
+    decay_positions=False,
+    adam_beta1=0.9,
+    adam_beta2=0.999,
+    adam_epsilon=1e-8,
+    clip_norm=None,
     ema_decay=None,
+    # Regularization.
     drop_rate=0.0,
     drop_path_rate=0.05,
     label_smoothing=0.1,
+    # No Mixup or CutMix.
     mixup_alpha=0.0,
     cutmix_alpha=0.0,
-    randaugment=None,
-    random_erasing=0.0,
+    mix_probability=1.0,
+    switch_probability=0.5,
+    # Per image: a mild random resized crop only.
     random_resized_crop=True,
     crop_scale=(0.6, 1.0),
+    crop_ratio=(3 / 4, 4 / 3),
     hflip=0.0,  # digits are not mirror-symmetric
+    randaugment=None,
+    random_erasing=0.0,
     repeated_augmentation=1,
+    # Execution.
     precision="float32",
 )
