@@ -242,3 +242,22 @@ def test_progress_lines_every_tenth_of_the_loop_and_every_30_seconds(monkeypatch
     assert shown == [10, 20, 30, 40, 50] + list(range(51, 101))
     assert lines[0] == "epoch 1/1: step 10/100, loss 2, 16.0 images/s, ETA 0:00:45"
     assert "\r" not in stream.getvalue() and "\x1b" not in stream.getvalue()
+
+
+def test_evaluate_reads_the_split_its_help_names(folder, nano, tmp_path):
+    """`--split`'s documented default is the one used, with and without --data (the
+    digits, whose held-out folder is val/)."""
+    import re
+
+    shown = " ".join(evaluate.parser().format_help().split())
+    claimed = re.search(r"split to evaluate \(default: (\w+);", shown).group(1)
+    result_path = tmp_path / "result.json"
+    for name, classes, data in ((nano, CLASSES, ["--data", str(folder)]),
+                                ("ffvit_micro_patch4_32", 10, [])):
+        weights = str(tmp_path / f"{name}.weights.h5")
+        ffzoo.create_model(name, classes=classes, classifier_activation=None).save_weights(weights)
+        assert evaluate.main(["--model", name, "--weights", weights, *data, "--crop-pct", "1",
+                              "--output", str(result_path)]) == 0
+        result = json.loads(result_path.read_text())
+        assert result["split"] == claimed == "validation"
+        assert result["examples"] == (11 if data else 359)  # val/: 11 patterns, 20% of 1,797 digits
