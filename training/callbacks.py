@@ -372,8 +372,9 @@ class Progress:
               file=self.stream, flush=True)
 
     def finish(self):
+        """Ends the bar's line when the total was unknown (Keras then leaves it open)."""
         if self.bar is not None and self.total is None:
-            self.bar.update(self.bar._seen_so_far, finalize=True)
+            print(file=self.stream, flush=True)
 
 
 class ProgressLines(keras.callbacks.Callback):
