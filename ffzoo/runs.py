@@ -16,7 +16,9 @@ them (`MODEL_FILE`):
 `load_run(path)` rebuilds that model with `ffzoo.create_model(model, **arguments,
 weights=None)` and `model.load_weights(...)`, and returns a `Run`:
 
-    run = ffzoo.load_run("runs/flowers")
+    from ffzoo.runs import load_run
+
+    run = load_run("runs/flowers")
     logits = run.model.predict(run.preprocess(image)[None])   # the model outputs logits
     print(run.class_names[logits[0].argmax()])
 
