@@ -147,9 +147,8 @@ def test_top5_is_reported_from_six_classes(tmp_path):
         (tmp_path / "val" / f"c{label}").mkdir(parents=True)
         for i in range(2):
             Image.fromarray(_pattern(label % 4, rng)).save(tmp_path / "val" / f"c{label}" / f"{i}.png")
-    register = ffzoo.create_model  # the nano model is registered by the fixture elsewhere
     keras.utils.set_random_seed(0)
-    model = register("ffvit_micro_patch4_32", classes=6, classifier_activation=None)
+    model = ffzoo.create_model("ffvit_micro_patch4_32", classes=6, classifier_activation=None)
     pipeline = fd.load(str(tmp_path), "val", training=False, batch_size=5, image_size=32,
                        crop_pct=1.0, one_hot_labels=True)
     result = evaluate.evaluate(model, pipeline, progress=False)
