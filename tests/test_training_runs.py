@@ -182,7 +182,7 @@ def test_the_corrected_command_runs_after_a_failed_start(wrong, folder, nano, tm
 
 def _command(folder, output):
     return [sys.executable, "-m", "tests.run_training",
-            *_args(folder, output, "--epochs", "30", "--steps-per-epoch", "1")]
+            *_args(folder, output, "--epochs", "8", "--steps-per-epoch", "1")]
 
 
 def test_ctrl_c_stops_in_one_line_and_the_same_command_resumes(folder, tmp_path):
@@ -201,7 +201,7 @@ def test_ctrl_c_stops_in_one_line_and_the_same_command_resumes(folder, tmp_path)
                                             "to resume")
     backup = cb.Backup(str(output / "backup"))
     done = backup.saved_epochs()  # the newest backup is intact
-    assert 1 <= done < 30 and not os.path.exists(output / "summary.json")
+    assert 1 <= done < 8 and not os.path.exists(output / "summary.json")
 
     # The same command resumes; its output is a pipe: plain progress lines.
     result = subprocess.run(_command(folder, output), env=_subprocess_env(), cwd=ROOT,
@@ -210,11 +210,11 @@ def test_ctrl_c_stops_in_one_line_and_the_same_command_resumes(folder, tmp_path)
     assert f"Resuming from the backup of epoch {done}." in result.stdout
     for stream in (result.stdout, result.stderr):
         assert "\r" not in stream and "\x1b" not in stream
-    lines = [line for line in result.stdout.splitlines() if line.startswith("epoch 30/30: step")]
+    lines = [line for line in result.stdout.splitlines() if line.startswith("epoch 8/8: step")]
     assert len(lines) == 1 and "images/s, ETA 0:00:00" in lines[0] and "loss" in lines[0], lines
-    assert any(line.startswith("epoch 30/30 done in") and "val_top1" in line
+    assert any(line.startswith("epoch 8/8 done in") and "val_top1" in line
                for line in result.stdout.splitlines())
-    assert json.loads((output / "summary.json").read_text())["epochs"] == 30
+    assert json.loads((output / "summary.json").read_text())["epochs"] == 8
 
 
 class _Clock:
