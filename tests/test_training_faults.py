@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 import ffzoo
+from ffzoo.runs import load_run
 from tests.conftest import ROOT, to_numpy
 from tests.run_training import NANO_NAME
 from tests.test_training_scripts import CLASSES, _args, _history, _subprocess_env, _timm_cosine
@@ -118,3 +119,7 @@ def test_killed_at_every_write_point_and_damaged_backups_lose_nothing(folder, na
     model = ffzoo.create_model(NANO_NAME, classes=CLASSES, classifier_activation=None,
                                weights=str(output / "model.weights.h5"))
     assert all(np.isfinite(to_numpy(w)).all() for w in model.weights)
+    # The run directory rebuilds the same model.
+    rebuilt = load_run(output).model
+    for mine, theirs in zip(model.weights, rebuilt.weights, strict=True):
+        np.testing.assert_array_equal(to_numpy(mine), to_numpy(theirs))

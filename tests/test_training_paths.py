@@ -112,6 +112,8 @@ def test_resuming_with_another_configuration_names_every_differing_key(tmp_path,
     with pytest.raises(Reached):
         train.main(_args("data", output))
     saved = (output / "config.json").read_bytes()
+    (output / "backup").mkdir()  # an epoch ended: there is a run to resume
+    (output / "backup" / "state.json").write_text("{}")
     assert train.main(_args("data", output, "--lr", "1e-3", "--epochs", "5", "--seed", "7")) == 2
     err = _one_line(capsys)
     assert err == (f"training.train: {output} holds a run with a different configuration "
@@ -134,9 +136,27 @@ def test_an_unreadable_saved_configuration_is_one_line(content, why, tmp_path, n
     output.mkdir()
     (output / ".ffzoo-run").write_text("")
     (output / "config.json").write_text(content)
+    (output / "summary.json").write_text("{}")  # a finished run
     assert train.main(_args("data", output)) == 2
     err = _one_line(capsys)
     assert f"{output / 'config.json'} is unreadable ({why}" in err and "pass --fresh" in err
+
+
+@pytest.mark.once
+@pytest.mark.parametrize("content", ["{", None])
+def test_a_start_that_ended_before_its_first_epoch_binds_no_setting(content, tmp_path, no_data,
+                                                                    capsys):
+    """A failed start (wrong --data, Ctrl-C in the first epoch) left only config.json:
+    the corrected command runs, and its settings are the run's."""
+    output = tmp_path / "run"
+    with pytest.raises(Reached):
+        train.main(_args("data", output, "--lr", "1e-3"))
+    if content is not None:
+        (output / "config.json").write_text(content)
+    with pytest.raises(Reached):
+        train.main(_args("data", output))
+    assert "ended before its first epoch; starting with this command's settings" in capsys.readouterr().out
+    assert json.loads((output / "config.json").read_text())["lr"] == 3e-3
 
 
 @pytest.mark.once

@@ -152,10 +152,11 @@ def test_the_data_librarys_default_transform_is_the_deit_recipes_and_never_reach
 
 
 def _commands(text, program):
-    """The `python -m <program> --flag ...` commands in `text` (continuation lines joined)."""
+    """The `python -m <program> --flag ...` and `python -m <program> dir/ ...` commands in
+    `text` (continuation lines joined)."""
     text = text.replace("\\\n", " ")
     return [shlex.split(line.split("#")[0])[3:] for line in re.findall(
-        rf"python -m {re.escape(program)} -[^\n`]*", text)]
+        rf"python -m {re.escape(program)} (?:-|[\w.~]+/)[^\n`]*", text)]
 
 
 def _text(page):

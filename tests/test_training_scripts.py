@@ -99,7 +99,7 @@ def test_short_run_learns_and_writes_every_artifact(folder, nano, tmp_path):
     assert summary["eval_examples"] == 11 and summary["epochs"] == 3
     # Learned: better than always answering the largest class (3 of the 11); with 4
     # classes every label is in the top 5. Each epoch's 48 images took less than the run.
-    assert summary["top1"] > 3 / 11 and summary["top5"] == 1.0
+    assert summary["top1"] > 3 / 11 and summary["top5"] is None
     assert 0 < summary["wall_time_s"] <= elapsed
     assert summary["train_images_per_s"] >= 48 / elapsed
     # The final weights are a plain ffzoo model's: they load by name and reproduce the

@@ -98,6 +98,8 @@ def test_spellings_of_one_directory_are_one_run(tmp_path, monkeypatch, no_data, 
     for spelling in ("run", str(tmp_path / "run") + "/", "./run/", str(tmp_path / "run")):
         with pytest.raises(Reached):
             train.main(_args("data", spelling))
+    (tmp_path / "run" / "backup").mkdir()  # an epoch ended: there is a run to resume
+    (tmp_path / "run" / "backup" / "state.json").write_text("{}")
     assert train.main(_args("data", "run/", "--epochs", "5")) == 2
     assert "a different configuration (epochs)" in _one_line(capsys)
 

@@ -1,4 +1,4 @@
-"""Callbacks of a training run: atomic backups, NaN stop, throughput, log and plot files."""
+"""Callbacks of a training run: atomic backups, NaN stop, throughput, progress, log and plot files."""
 
 import csv
 import hashlib
@@ -6,6 +6,7 @@ import json
 import math
 import os
 import re
+import sys
 import time
 
 import keras
@@ -315,6 +316,8 @@ def plot(history, path):
     axes[0].set_title("loss")
     for key, label in (("top1", "train top-1 (mixed targets)"), ("val_top1", "validation top-1"),
                        ("val_top5", "validation top-5")):
+        if not any(key in row for row in history):
+            continue  # no top-5 with fewer than 6 classes
         axes[1].plot(epochs, np.array(series(key)) * 100, marker=".", label=label)
     axes[1].set_title("accuracy (%)")
     axes[2].plot(epochs, series("lr"), marker=".")
@@ -327,3 +330,72 @@ def plot(history, path):
     figure.tight_layout()
     figure.savefig(path, dpi=90, format="png")
     plt.close(figure)
+
+
+def _duration(seconds):
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+class Progress:
+    """Progress of a loop of `total` steps. On a terminal, Keras' progress bar; else
+    (a log file, a pipe) plain lines, no carriage returns or ANSI escapes: one at every
+    `total // 10`-th step, and at least one every `seconds`, with images/s and the ETA."""
+
+    SECONDS = 30.0
+
+    def __init__(self, total, what, unit="step", terminal=None, seconds=SECONDS, stream=None):
+        self.total, self.what, self.unit, self.seconds = total, what, unit, seconds
+        self.stream = stream or sys.stdout
+        terminal = self.stream.isatty() if terminal is None else terminal
+        self.bar = keras.utils.Progbar(total, unit_name=unit) if terminal else None
+        self.every = max(1, (total or 0) // 10)
+        self.start = self.last = time.perf_counter()
+        self.images = 0
+
+    def update(self, step, images, values=None):
+        """`step` (1-based) is done; `images` more were processed; `values` to show."""
+        self.images += images
+        if self.bar is not None:
+            self.bar.update(step, [(k, float(v)) for k, v in (values or {}).items()])
+            return
+        now = time.perf_counter()
+        if step % self.every and now - self.last < self.seconds and step != self.total:
+            return
+        self.last = now
+        elapsed = now - self.start
+        rate = self.images / elapsed if elapsed > 0 else 0.0
+        of = f"/{self.total}" if self.total else ""
+        eta = f", ETA {_duration(elapsed / step * (self.total - step))}" if self.total else ""
+        shown = "".join(f", {k} {float(v):.4g}" for k, v in (values or {}).items())
+        print(f"{self.what}: {self.unit} {step}{of}{shown}, {rate:.1f} images/s{eta}",
+              file=self.stream, flush=True)
+
+    def finish(self):
+        """Ends the bar's line when the total was unknown (Keras then leaves it open)."""
+        if self.bar is not None and self.total is None:
+            print(file=self.stream, flush=True)
+
+
+class ProgressLines(keras.callbacks.Callback):
+    """`fit`'s progress when the output is not a terminal (`fit(verbose=0)`): `Progress`
+    lines within each epoch, then one line with the epoch's logs."""
+
+    def __init__(self, batch_size, steps, epochs, seconds=Progress.SECONDS):
+        super().__init__()
+        self.batch_size, self.steps, self.epochs, self.seconds = batch_size, steps, epochs, seconds
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+        self.progress = Progress(self.steps, f"epoch {epoch + 1}/{self.epochs}", terminal=False,
+                                 seconds=self.seconds)
+
+    def on_train_batch_end(self, batch, logs=None):
+        # The values are converted only when a line is printed (a sync on JAX and PyTorch).
+        shown = {k: v for k, v in (logs or {}).items() if k in ("loss", "top1")}
+        self.progress.update(batch + 1, self.batch_size, shown)
+
+    def on_epoch_end(self, epoch, logs=None):
+        shown = ", ".join(f"{k} {float(v):.4g}" for k, v in (logs or {}).items())
+        print(f"epoch {epoch + 1}/{self.epochs} done in {_duration(time.perf_counter() - self.progress.start)}: "
+              f"{shown}", flush=True)

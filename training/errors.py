@@ -24,7 +24,7 @@ def one_line(error):
 
 def command(name, argv, body, interrupted):
     """Runs `body()`; returns the exit status: 0, 2 for an expected failure (one line
-    `name: what`), 130 for Ctrl-C (the line `name: interrupted`)."""
+    `name: what`), 130 for Ctrl-C (the line `name: <interrupted>`; no traceback)."""
     try:
         body()
     except EXPECTED_ERRORS as error:

@@ -9,7 +9,10 @@ Running the same command again resumes the run in `--output` from its newest int
 epoch backup (optimizer, schedule and epoch counter included). The run directory holds:
 .ffzoo-run (its mark; --fresh clears only marked directories, and only what a run
 wrote), config.json, backup/ (the last two epochs), log.csv, curves.png, tensorboard/,
-model.weights.h5 (final), model_ema.weights.h5 (with --ema-decay), summary.json.
+model.weights.h5 (the final weights, without optimizer state: only the backups carry
+it), model_ema.weights.h5 (with --ema-decay), model.json (the model name, constructor
+arguments, class names and evaluation preprocessing: `ffzoo.runs.load_run` rebuilds
+the model from the directory alone), summary.json.
 Failures are one line (exit status 2); --debug or FFZOO_DEBUG=1 shows the traceback.
 See training/README.md.
 
@@ -31,12 +34,13 @@ import warnings
 import keras
 
 import ffzoo
-from ffzoo import files
+from ffzoo import files, runs
+from ffzoo.preprocessing import IMAGENET_MEAN, IMAGENET_STD
 from training import callbacks as cb
 from training import config as cfg
 from training import digits, distribute, errors
 from training import optimizer as opt
-from training.evaluate import evaluate
+from training.evaluate import TOP5_MIN_CLASSES, evaluate
 
 
 def _augment(config):
@@ -123,7 +127,7 @@ def _jit(config):
 # What a run writes in its directory; `--fresh` removes these and nothing else.
 MARKER = ".ffzoo-run"
 RUN_FILES = (MARKER, "config.json", "backup", "log.csv", "curves.png", "tensorboard",
-             "model.weights.h5", "model_ema.weights.h5", "summary.json")
+             "model.weights.h5", "model_ema.weights.h5", runs.MODEL_FILE, "summary.json")
 
 
 def _run_owned(name):
@@ -193,14 +197,31 @@ def _prepare_output(config, fresh, worker=0):
         try:
             differences = cfg.saved_differences(config, config_path)
         except (OSError, ValueError) as error:
-            raise cfg.ConfigError(f"{config_path} is unreadable ({error}): pass --fresh to start "
-                                  "over, or another --output.") from error
-        if differences:
+            differences, unreadable = ["?"], error
+        else:
+            unreadable = None
+        if differences and not _has_progress(output):
+            # An earlier start ended before its first epoch did (a wrong --data path, a
+            # batch larger than the data, Ctrl-C): nothing to resume, nothing to keep.
+            print(f"{output}: the earlier start there ended before its first epoch; starting "
+                  "with this command's settings.")
+        elif unreadable is not None:
+            raise cfg.ConfigError(f"{config_path} is unreadable ({unreadable}): pass --fresh to "
+                                  "start over, or another --output.") from unreadable
+        elif differences:
             raise cfg.ConfigError(
                 f"{output} holds a run with a different configuration ({', '.join(differences)}). "
                 "Pass the same settings to resume it, --fresh to start over, or another --output.")
     cb.write_json(config_path, config)
     return output
+
+
+def _has_progress(output):
+    """Whether `output` holds something a run would resume or report: a backup (intact
+    or not) or a finished run's summary."""
+    backup = os.path.join(output, "backup")
+    return os.path.exists(os.path.join(output, "summary.json")) or (
+        os.path.isdir(backup) and any(not files.is_partial(n) for n in os.listdir(backup)))
 
 
 @dataclasses.dataclass
@@ -269,8 +290,7 @@ def set_up(config, plan, output):
         optimizer, schedule = opt.build(config, model, steps, config["batch_size"])
         model.compile(optimizer=optimizer,
                       loss=keras.losses.CategoricalCrossentropy(from_logits=True),
-                      metrics=[keras.metrics.CategoricalAccuracy(name="top1"),
-                               keras.metrics.TopKCategoricalAccuracy(k=min(5, classes), name="top5")],
+                      metrics=_metrics(classes),
                       jit_compile=_jit(config))
         initial_epoch = backup.restore(model)
     if initial_epoch:
@@ -278,6 +298,14 @@ def set_up(config, plan, output):
     return Session(config=config, plan=plan, output=output, train=train, evaluation=evaluation,
                    steps=steps, model=model, optimizer=optimizer, schedule=schedule, backup=backup,
                    nan_stop=nan_stop, initial_epoch=initial_epoch)
+
+
+def _metrics(classes):
+    """Top-1, and top-5 with 6 classes or more (with fewer it is always 100%)."""
+    metrics = [keras.metrics.CategoricalAccuracy(name="top1")]
+    if classes >= TOP5_MIN_CLASSES:
+        metrics.append(keras.metrics.TopKCategoricalAccuracy(k=5, name="top5"))
+    return metrics
 
 
 def _steps_per_epoch(config, train):
@@ -306,6 +334,9 @@ def fit(session):
     ]
     if config["ema_decay"] is not None:
         fit_callbacks.append(s.raw_weights)
+    terminal = sys.stdout.isatty()
+    if not terminal:  # a log file or a pipe: plain lines, last, to show every epoch log
+        fit_callbacks.append(cb.ProgressLines(config["batch_size"], s.steps, config["epochs"]))
     if s.initial_epoch < config["epochs"]:
         with warnings.catch_warnings():
             # The training data repeats, so only the evaluation pass reaches the end of its
@@ -315,7 +346,7 @@ def fit(session):
                         initial_epoch=s.initial_epoch, steps_per_epoch=s.steps,
                         validation_data=s.evaluation.dataset,
                         validation_freq=config["eval_every"], callbacks=fit_callbacks,
-                        shuffle=False, verbose=1 if sys.stdout.isatty() else 2)
+                        shuffle=False, verbose=1 if terminal else 0)
     if s.nan_stop.failure:
         raise FloatingPointError(
             f"Training stopped: {s.nan_stop.failure}. " + (
@@ -323,36 +354,63 @@ def fit(session):
                 if s.backup.epochs_done else "No epoch ended in a finite state: there is no backup."))
 
 
+def model_arguments(config, classes):
+    """The constructor arguments of the trained model (those `build_model` passes)."""
+    return dict(classes=classes, classifier_activation=None, drop_rate=config["drop_rate"],
+                drop_path_rate=config["drop_path_rate"])
+
+
+def _write_weights(model, path, inference):
+    """`model`'s weights at `path`, without the optimizer's state (a compiled model's
+    `save_weights` stores the optimizer too): through `inference`, an uncompiled model
+    built as `ffzoo.runs.load_run` builds it, so the file is what that loads."""
+    cb.check_finite_weights(model, path)
+    inference.set_weights(model.get_weights())
+    cb.write_atomically(path, inference.save_weights)
+
+
+def _model_info(config, train, ema):
+    """The content of model.json: what using the trained model needs."""
+    preprocessing = dict(image_size=config["image_size"], crop_pct=config["crop_pct"],
+                         mean=IMAGENET_MEAN, std=IMAGENET_STD, interpolation="bicubic")
+    return runs.describe(config["model"], model_arguments(config, train.num_classes),
+                         train.class_names, preprocessing, ema=ema)
+
+
 def finalize(session, started):
     """Writes the final (and EMA) weights, evaluates them on the whole evaluation split,
-    rewrites the log files and writes `summary.json`; returns the summary."""
+    rewrites the log files and writes `model.json` and `summary.json`; returns the summary."""
     s, config, model = session, session.config, session.model
     if s.raw_weights.weights is not None:
         model.set_weights(s.raw_weights.weights)  # fit ended by loading the EMA weights
-    cb.check_finite_weights(model, os.path.join(s.output, "model.weights.h5"))
-    cb.write_atomically(os.path.join(s.output, "model.weights.h5"), model.save_weights)
+    ema = config["ema_decay"] is not None
+    info = _model_info(config, s.train, ema)
+    inference = ffzoo.create_model(info["model"], **info["arguments"], weights=None)
+    _write_weights(model, os.path.join(s.output, "model.weights.h5"), inference)
     print("Evaluating the final weights on the whole evaluation split.")
     result = evaluate(model, s.evaluation)
+    s.evaluation.report_skipped("in the final evaluation")  # those no earlier pass reported
     summary = {
         "model": config["model"], "recipe": config["recipe"], "backend": keras.backend.backend(),
         "epochs": s.backup.epochs_done, "top1": result["top1"], "top5": result["top5"],
-        "eval_examples": result["examples"], "eval_images_per_s": result["images_per_s"],
+        "eval_examples": result["examples"], "eval_skipped_files": len(s.evaluation.skipped.names),
+        "eval_images_per_s": result["images_per_s"],
         "train_images_per_s": _median_throughput(s.backup.history),
         "parameters": model.count_params(), "distribute": s.plan.name, "devices": s.plan.replicas,
         "precision": config["precision"], "compute_dtype": model.compute_dtype,
         "variable_dtype": model.variable_dtype,
         "loss_scaling": isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer),
     }
-    if config["ema_decay"] is not None:  # evaluated apart: DeiT reports the raw weights
+    if ema:  # evaluated apart: DeiT reports the raw weights
         raw = model.get_weights()
         s.optimizer.finalize_variable_values(model.trainable_variables)
-        cb.check_finite_weights(model, os.path.join(s.output, "model_ema.weights.h5"))
-        cb.write_atomically(os.path.join(s.output, "model_ema.weights.h5"), model.save_weights)
+        _write_weights(model, os.path.join(s.output, "model_ema.weights.h5"), inference)
         ema = evaluate(model, s.evaluation)
         summary.update(ema_top1=ema["top1"], ema_top5=ema["top5"])
         model.set_weights(raw)
     summary["wall_time_s"] = time.perf_counter() - started
     cb.write_files(s.backup.history, s.output)
+    cb.write_json(os.path.join(s.output, runs.MODEL_FILE), info)
     cb.write_json(os.path.join(s.output, "summary.json"), summary)
     print(json.dumps(summary, indent=2))
     return summary
@@ -372,7 +430,7 @@ def main(argv=None):
         config, args = cfg.resolve(argv)
         run(config, fresh=args.fresh)
     return errors.command("training.train", argv, train_command,
-                          "interrupted; the same command resumes from the last backup.")
+                          "stopped; rerun the same command to resume")
 
 
 if __name__ == "__main__":
