@@ -20,10 +20,10 @@ RECIPE = dict(
     crop_pct=1.0,  # the digits fill the frame: evaluate the whole 32 x 32 image
     # Schedule: 1 warm-up epoch, then cosine to min_lr, updated at every step.
     epochs=10,
-    batch_size=64,
+    batch_size=32,
     eval_batch_size=360,
     lr=2e-3,
-    lr_batch_reference=64,
+    lr_batch_reference=32,
     lr_schedule_unit="step",
     warmup_epochs=1,
     warmup_lr=1e-5,
