@@ -2,8 +2,9 @@
 
 1,797 real 8 x 8 scans (10 classes) shipped inside scikit-learn, written as a
 32 x 32 image folder (80% train, 20% held out) and read through ffzoo.data like
-ImageNet. Expected: at least 95% top-1 on the 359 held-out images in under five
-minutes on a 2-core CPU (measured figures in README.md).
+ImageNet. Expected: about 97% top-1 on the 359 held-out images (at least 96% on
+seeds 0-2) in 10 epochs: 163-194 s end to end with TensorFlow on a 2-core CPU
+shared with other jobs (measured figures in README.md).
 
     python -m training.train --recipe digits
 """
@@ -17,14 +18,14 @@ RECIPE = dict(
     eval_split="val",
     image_size=32,
     crop_pct=1.0,  # the digits fill the frame: evaluate the whole 32 x 32 image
-    # Schedule: 2 warm-up epochs, then cosine, evaluated at every step.
-    epochs=25,
-    batch_size=64,
+    # Schedule: 1 warm-up epoch, then cosine to min_lr, updated at every step.
+    epochs=10,
+    batch_size=32,
     eval_batch_size=360,
-    lr=1e-3,
-    lr_batch_reference=64,
+    lr=2e-3,
+    lr_batch_reference=32,
     lr_schedule_unit="step",
-    warmup_epochs=2,
+    warmup_epochs=1,
     warmup_lr=1e-5,
     min_lr=1e-5,
     # AdamW.
@@ -37,16 +38,16 @@ RECIPE = dict(
     ema_decay=None,
     # Regularization.
     drop_rate=0.0,
-    drop_path_rate=0.05,
+    drop_path_rate=0.0,  # too few epochs to need stochastic depth
     label_smoothing=0.1,
     # No Mixup or CutMix.
     mixup_alpha=0.0,
     cutmix_alpha=0.0,
     mix_probability=1.0,
     switch_probability=0.5,
-    # Per image: a mild random resized crop only.
+    # Per image: a mild random resized crop only (at least 80% of the area).
     random_resized_crop=True,
-    crop_scale=(0.6, 1.0),
+    crop_scale=(0.8, 1.0),
     crop_ratio=(3 / 4, 4 / 3),
     hflip=0.0,  # digits are not mirror-symmetric
     randaugment=None,
