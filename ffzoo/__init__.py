@@ -21,5 +21,6 @@ from ffzoo.models import (
     list_models,
 )
 from ffzoo.preprocessing import preprocess_image
+from ffzoo.runs import load_run
 
 __version__ = "0.1.0"

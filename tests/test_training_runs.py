@@ -185,6 +185,8 @@ def _command(folder, output):
             *_args(folder, output, "--epochs", "8", "--steps-per-epoch", "1")]
 
 
+# The interrupt handling and resume are ffzoo's own, the same on every backend: once.
+@pytest.mark.once
 def test_ctrl_c_stops_in_one_line_and_the_same_command_resumes(folder, tmp_path):
     output = tmp_path / "run"
     process = subprocess.Popen(_command(folder, output), env=_subprocess_env(), cwd=ROOT,
