@@ -70,6 +70,20 @@ def describe_dims(dims):
     )
 
 
+def variant_arguments(variants, variant, arguments, family_arguments):
+    """Splits a variant constructor's arguments (its `locals()`) into the variant's dims
+    (with `image_size` applied when given), the keras.applications arguments (`name`
+    defaulting to the variant's) and the values of the family's own `family_arguments`."""
+    arguments = dict(arguments)
+    own = tuple(arguments.pop(key) for key in family_arguments)
+    image_size = arguments.pop("image_size")
+    dims = dict(variants[variant])
+    if image_size is not None:
+        dims["image_size"] = image_size
+    arguments["name"] = arguments["name"] or variant
+    return dims, arguments, own
+
+
 def drop_path_rates(drop_path_rate, depth):
     """Stochastic depth per block, rising linearly from 0 to `drop_path_rate`."""
     return [float(r) for r in np.linspace(0.0, drop_path_rate, depth)]

@@ -103,13 +103,8 @@ def DeiT(patch_size, embed_dim, depth, num_heads, mlp_ratio=4.0, image_size=224,
 
 
 def _variant(variant, arguments):
-    arguments = dict(arguments)
-    attention_dropout_rate = arguments.pop("attention_dropout_rate")
-    image_size = arguments.pop("image_size")
-    dims = dict(VARIANTS[variant])
-    if image_size is not None:
-        dims["image_size"] = image_size
-    arguments["name"] = arguments["name"] or variant
+    dims, arguments, (attention_dropout_rate,) = builder.variant_arguments(
+        VARIANTS, variant, arguments, ("attention_dropout_rate",))
     return _build(variant, dims, arguments, attention_dropout_rate)
 
 

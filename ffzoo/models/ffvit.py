@@ -120,13 +120,8 @@ def FFViT(patch_size, embed_dim, depth, mlp_ratio=4.0, image_size=224, pos_grid_
 
 
 def _variant(variant, arguments):
-    arguments = dict(arguments)
-    token_mlp_dim = arguments.pop("token_mlp_dim")
-    image_size = arguments.pop("image_size")
-    dims = dict(VARIANTS[variant])
-    if image_size is not None:
-        dims["image_size"] = image_size
-    arguments["name"] = arguments["name"] or variant
+    dims, arguments, (token_mlp_dim,) = builder.variant_arguments(
+        VARIANTS, variant, arguments, ("token_mlp_dim",))
     return _build(variant, dims, arguments, token_mlp_dim)
 
 
