@@ -21,8 +21,16 @@ import ffzoo
 from ffzoo.runs import load_run
 from tests.conftest import ROOT, to_numpy
 from tests.run_training import NANO_NAME
-from tests.test_training_scripts import CLASSES, _args, _history, _subprocess_env, _timm_cosine
-from tests.test_training_scripts import folder, nano  # noqa: F401 (fixtures)
+from tests.test_training_scripts import (  # noqa: F401 (fixtures)
+    CLASSES,
+    _args,
+    _history,
+    _subprocess_env,
+    _timm_cosine,
+    folder,
+    nano,
+)
+from training.recipes.digits import RECIPE as DIGITS
 
 EPOCHS = 4
 
@@ -105,7 +113,8 @@ def test_killed_at_every_write_point_and_damaged_backups_lose_nothing(folder, na
     # The optimizer's step counter and the schedule carried on through every resume and
     # the fallback: each epoch's learning rate is the schedule's at step epoch - 1.
     for row in history:
-        expected = _timm_cosine(row["epoch"] - 1, 3e-3 * 8 / 64, EPOCHS, 0, 1e-5, 1e-5)
+        expected = _timm_cosine(row["epoch"] - 1, 3e-3 * 8 / DIGITS["lr_batch_reference"],
+                                EPOCHS, 0, 1e-5, 1e-5)
         assert row["lr"] == pytest.approx(expected, rel=1e-5), row
     with open(output / "log.csv") as f:
         assert [int(r["epoch"]) for r in csv.DictReader(f)] == [1, 2, 3, 4]
