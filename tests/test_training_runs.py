@@ -167,6 +167,7 @@ def test_top5_is_reported_from_six_classes(tmp_path):
 # Failed starts, Ctrl-C, progress in logs
 # ---------------------------------------------------------------------------------------
 
+@pytest.mark.once  # which settings a failed start binds is backend-independent
 @pytest.mark.parametrize("wrong", [["--data", "no-such-folder"], ["--batch-size", "64"]])
 def test_the_corrected_command_runs_after_a_failed_start(wrong, folder, nano, tmp_path, capsys):
     """A wrong --data (caught reading the data) or a batch larger than the 48 training
