@@ -3,8 +3,8 @@
 1,797 real 8 x 8 scans (10 classes) shipped inside scikit-learn, written as a
 32 x 32 image folder (80% train, 20% held out) and read through ffzoo.data like
 ImageNet. Expected: about 97% top-1 on the 359 held-out images (at least 96% on
-seeds 0-2) in 10 epochs: 163-194 s end to end with TensorFlow on a 2-core CPU
-shared with other jobs (measured figures in README.md).
+seeds 0-2) in 10 epochs: about 110 s end to end with TensorFlow on an idle 2-core
+CPU (measured figures in README.md).
 
     python -m training.train --recipe digits
 """
