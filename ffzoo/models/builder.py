@@ -70,6 +70,19 @@ def describe_dims(dims):
     )
 
 
+# The keras.applications arguments (and the two regularization rates) every family's
+# constructors take and the builder checks.
+MODEL_ARGUMENTS = ("include_top", "weights", "input_tensor", "input_shape", "pooling", "classes",
+                   "classifier_activation", "name", "drop_rate", "drop_path_rate")
+
+
+def custom_arguments(values, dim_keys):
+    """Splits a custom-dims constructor's arguments (its `locals()`) into its dims and
+    the `MODEL_ARGUMENTS`."""
+    return ({key: values[key] for key in dim_keys},
+            {key: values[key] for key in MODEL_ARGUMENTS})
+
+
 def variant_arguments(variants, variant, arguments, family_arguments):
     """Splits a variant constructor's arguments (its `locals()`) into the variant's dims
     (with `image_size` applied when given), the keras.applications arguments (`name`

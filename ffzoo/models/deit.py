@@ -93,12 +93,9 @@ def DeiT(patch_size, embed_dim, depth, num_heads, mlp_ratio=4.0, image_size=224,
         pos_grid_size: side of the learned position grid (14 in DeiT).
         the others: as for `DeiTTiny`. With custom dims, `weights` is None or a file.
     """
-    dims = dict(patch_size=patch_size, embed_dim=embed_dim, depth=depth, num_heads=num_heads,
-                mlp_ratio=mlp_ratio, image_size=image_size, pos_grid_size=pos_grid_size)
-    arguments = dict(include_top=include_top, weights=weights, input_tensor=input_tensor,
-                     input_shape=input_shape, pooling=pooling, classes=classes,
-                     classifier_activation=classifier_activation, name=name,
-                     drop_rate=drop_rate, drop_path_rate=drop_path_rate)
+    dims, arguments = builder.custom_arguments(locals(), (
+        "patch_size", "embed_dim", "depth", "num_heads", "mlp_ratio",
+        "image_size", "pos_grid_size"))
     return _build(None, dims, arguments, attention_dropout_rate)
 
 

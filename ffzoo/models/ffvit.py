@@ -110,12 +110,8 @@ def FFViT(patch_size, embed_dim, depth, mlp_ratio=4.0, image_size=224, pos_grid_
             classifier_activation, name, drop_rate, drop_path_rate, token_mlp_dim:
             as for `FFViTTiny`. With custom dims, `weights` is None or a file.
     """
-    dims = dict(patch_size=patch_size, embed_dim=embed_dim, depth=depth, mlp_ratio=mlp_ratio,
-                image_size=image_size, pos_grid_size=pos_grid_size)
-    arguments = dict(include_top=include_top, weights=weights, input_tensor=input_tensor,
-                     input_shape=input_shape, pooling=pooling, classes=classes,
-                     classifier_activation=classifier_activation, name=name,
-                     drop_rate=drop_rate, drop_path_rate=drop_path_rate)
+    dims, arguments = builder.custom_arguments(locals(), (
+        "patch_size", "embed_dim", "depth", "mlp_ratio", "image_size", "pos_grid_size"))
     return _build(None, dims, arguments, token_mlp_dim)
 
 
