@@ -6,7 +6,9 @@ import json
 import math
 import os
 import re
+import signal
 import sys
+import threading
 import time
 
 import keras
@@ -203,6 +205,44 @@ def nonfinite_failure(model, epoch, logs):
         return (f"{len(bad)} of {len(variables)} weight and optimizer tensors became NaN or "
                 f"infinite in epoch {epoch + 1} ({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''})")
     return None
+
+
+class StopOnInterrupt(keras.callbacks.Callback):
+    """Makes a Ctrl-C during `fit` always stop the run.
+
+    Python raises `KeyboardInterrupt` wherever the main thread is when SIGINT arrives;
+    inside a finalizer or a garbage-collection callback (JAX registers one) the exception
+    is printed as "Exception ignored" and dropped, and training would go on. Used as a
+    context manager around `fit`, this records the signal as well, and the next batch end
+    (or the end of `fit`) raises it again.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc_info):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+        if exc_info[0] is None and self.requested:
+            raise KeyboardInterrupt
+
+    def _handle(self, signum, frame):
+        self.requested = True
+        raise KeyboardInterrupt
+
+    def _raise_if_requested(self, *args, **kwargs):
+        if self.requested:
+            raise KeyboardInterrupt
+
+    on_train_batch_end = on_test_batch_end = on_epoch_end = _raise_if_requested
 
 
 class StopOnNaN(keras.callbacks.Callback):

@@ -338,7 +338,9 @@ def fit(session):
     if not terminal:  # a log file or a pipe: plain lines, last, to show every epoch log
         fit_callbacks.append(cb.ProgressLines(config["batch_size"], s.steps, config["epochs"]))
     if s.initial_epoch < config["epochs"]:
-        with warnings.catch_warnings():
+        interrupt = cb.StopOnInterrupt()
+        fit_callbacks.insert(0, interrupt)
+        with interrupt, warnings.catch_warnings():
             # The training data repeats, so only the evaluation pass reaches the end of its
             # data, as it should; Keras warns about that every epoch.
             warnings.filterwarnings("ignore", message="Your input ran out of data")
