@@ -208,13 +208,14 @@ def nonfinite_failure(model, epoch, logs):
 
 
 class StopOnInterrupt(keras.callbacks.Callback):
-    """Makes a Ctrl-C during `fit` always stop the run.
+    """Makes a Ctrl-C during `fit` stop the run at the next batch end.
 
     Python raises `KeyboardInterrupt` wherever the main thread is when SIGINT arrives;
     inside a finalizer or a garbage-collection callback (JAX registers one) the exception
-    is printed as "Exception ignored" and dropped, and training would go on. Used as a
-    context manager around `fit`, this records the signal as well, and the next batch end
-    (or the end of `fit`) raises it again.
+    is printed as "Exception ignored ..." with a traceback and dropped, and training goes
+    on. Used as a context manager around `fit`, this only records the first Ctrl-C, and
+    the next batch end (or the end of `fit`) raises `KeyboardInterrupt` from ordinary
+    code. A second Ctrl-C raises at once.
     """
 
     def __init__(self):
@@ -235,8 +236,9 @@ class StopOnInterrupt(keras.callbacks.Callback):
             raise KeyboardInterrupt
 
     def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
         self.requested = True
-        raise KeyboardInterrupt
 
     def _raise_if_requested(self, *args, **kwargs):
         if self.requested:
