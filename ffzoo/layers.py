@@ -442,6 +442,38 @@ class TokenPooling(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="ffzoo")
+class PatchGrid(keras.layers.Layer):
+    """Patch tokens `(B, N, E)` as an image-shaped grid: `(B, H, W, E)`, or `(B, E, H, W)`
+    with `channels_first=True`.
+
+    The last `H * W` tokens are the patches in row-major order; the tokens before them
+    (the class token) are dropped. The feature maps of `feature_blocks=`.
+    """
+
+    def __init__(self, grid_size, channels_first=False, **kwargs):
+        super().__init__(**kwargs)
+        self.grid_size = tuple(int(n) for n in grid_size)
+        self.channels_first = bool(channels_first)
+
+    def call(self, tokens):
+        height, width = self.grid_size
+        patches = tokens[:, tokens.shape[1] - height * width:]
+        grid = ops.reshape(patches, (-1, height, width, tokens.shape[-1]))
+        return ops.transpose(grid, (0, 3, 1, 2)) if self.channels_first else grid
+
+    def compute_output_shape(self, input_shape):
+        height, width = self.grid_size
+        if self.channels_first:
+            return (input_shape[0], input_shape[2], height, width)
+        return (input_shape[0], height, width, input_shape[2])
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(grid_size=list(self.grid_size), channels_first=self.channels_first)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="ffzoo")
 class TokenAttention(keras.layers.Layer):
     """Multi-head self-attention over tokens, the ViT/DeiT counterpart of `TokenFF`.
 

@@ -139,8 +139,11 @@ def resample_pos_embed(pos_embed, grid, method):
     return np.concatenate([extra, tokens], axis=1)
 
 
-def forward_tokens(sd, images, patch_size, num_heads, resize=None, attention_masks=None):
+def forward_tokens(sd, images, patch_size, num_heads, resize=None, attention_masks=None,
+                   block_outputs=None):
     """Images `(B, H, W, C)` -> final-norm tokens `(B, 1 + N, E)` in float64.
+
+    `block_outputs`: a list to which each block's output tokens are appended, or None.
 
     `resize`: None (DeiT's own model: the input must give the table's grid) or
     "bilinear" (see the module docstring). `attention_masks`: per block, a mask for its
@@ -161,6 +164,8 @@ def forward_tokens(sd, images, patch_size, num_heads, resize=None, attention_mas
         mask = None if attention_masks is None else attention_masks[i]
         x = x + attention(layer_norm(x, sd, p + "norm1."), sd, p + "attn.", num_heads, mask)
         x = x + mlp(layer_norm(x, sd, p + "norm2."), sd, p + "mlp.")
+        if block_outputs is not None:
+            block_outputs.append(x)
     return layer_norm(x, sd, "norm.")
 
 

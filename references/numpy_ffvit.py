@@ -118,8 +118,11 @@ def embed(sd, images, patch_size, position_grid_chw, class_position):
     return x + np.concatenate([np.reshape(class_position, (1, e)), pos], axis=0)[None]
 
 
-def forward_tokens(sd, images, patch_size):
-    """Images `(B, H, W, C)` -> final-LayerNorm tokens `(B, N, E)`, in float64."""
+def forward_tokens(sd, images, patch_size, block_outputs=None):
+    """Images `(B, H, W, C)` -> final-LayerNorm tokens `(B, N, E)`, in float64.
+
+    `block_outputs`: a list to which each block's output tokens are appended, or None.
+    """
     g = lambda k: np.asarray(sd[k], dtype=np.float64)
     x = embed(sd, images, patch_size, g("pos_encoding.pos_embed")[0],
               g("pos_encoding.cls_pos_embed").reshape(-1))
@@ -131,6 +134,8 @@ def forward_tokens(sd, images, patch_size):
         xt = np.swapaxes(x, 1, 2)
         xt = xt + mlp(layer_norm(xt, g(p + "norm2.weight"), g(p + "norm2.bias")), sd, p + "mlp2.")
         x = np.swapaxes(xt, 1, 2)
+        if block_outputs is not None:
+            block_outputs.append(x)
         i += 1
     return layer_norm(x, g("norm.weight"), g("norm.bias"))
 

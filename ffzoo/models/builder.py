@@ -35,15 +35,24 @@ class Family:
     fixed_token_count: whether the blocks only accept the token count they were built
         for (the token FF), so the input size is fixed up to the patch rounding.
     token_count_hint: said after the error for an input of another token count.
+    block_layer: the name Keras saves the family's block layers under in a
+        `.weights.h5` file (its block class in snake case, `"ff_block"`), by which a
+        file of the wrong family is recognised; `""` matches a file by its dims only.
+
+    The family's `blocks` function (see `build_model_with_cfg`) names its blocks
+    `block_0`, `block_1`, ...: `feature_blocks=` reads their outputs by these names.
     """
 
     name: str
     source_format: str
     fixed_token_count: bool
     token_count_hint: str = ""
+    block_layer: str = ""
 
     def __post_init__(self):
         registry.SOURCE_FORMATS[self.name] = self.source_format
+        if self.block_layer:
+            ffweights.presets.register_block_layer(self.name, self.block_layer)
 
 
 @dataclasses.dataclass
@@ -58,6 +67,7 @@ class ModelSpec:
     pooling: str
     classes: int
     classifier_activation: object
+    feature_blocks: tuple = None  # normalized block indices (0 .. depth - 1), or None
 
 
 def describe_dims(dims):
@@ -73,21 +83,32 @@ def describe_dims(dims):
 # The keras.applications arguments (and the two regularization rates) every family's
 # constructors take and the builder checks.
 MODEL_ARGUMENTS = ("include_top", "weights", "input_tensor", "input_shape", "pooling", "classes",
-                   "classifier_activation", "name", "drop_rate", "drop_path_rate")
+                   "classifier_activation", "name", "drop_rate", "drop_path_rate",
+                   "feature_blocks")
+
+
+def _reject_unknown(values):
+    """Pops a constructor's `**kwargs` from its `locals()`; any entry is a `ValueError`
+    naming ffzoo's spelling (timm's `num_classes`, `pretrained`...) and the accepted ones."""
+    values = dict(values)
+    registry.check_arguments(values.pop("kwargs", None) or {}, list(values))
+    return values
 
 
 def custom_arguments(values, dim_keys):
-    """Splits a custom-dims constructor's arguments (its `locals()`) into its dims and
-    the `MODEL_ARGUMENTS`."""
+    """Splits a custom-dims constructor's arguments (its `locals()`, with `**kwargs`
+    for the unknown ones) into its dims and the `MODEL_ARGUMENTS`."""
+    values = _reject_unknown(values)
     return ({key: values[key] for key in dim_keys},
-            {key: values[key] for key in MODEL_ARGUMENTS})
+            {key: values[key] for key in MODEL_ARGUMENTS if key in values})
 
 
 def variant_arguments(variants, variant, arguments, family_arguments):
-    """Splits a variant constructor's arguments (its `locals()`) into the variant's dims
-    (with `image_size` applied when given), the keras.applications arguments (`name`
-    defaulting to the variant's) and the values of the family's own `family_arguments`."""
-    arguments = dict(arguments)
+    """Splits a variant constructor's arguments (its `locals()`, with `**kwargs` for the
+    unknown ones) into the variant's dims (with `image_size` applied when given), the
+    keras.applications arguments (`name` defaulting to the variant's) and the values
+    of the family's own `family_arguments`."""
+    arguments = _reject_unknown(arguments)
     own = tuple(arguments.pop(key) for key in family_arguments)
     image_size = arguments.pop("image_size")
     dims = dict(variants[variant])
@@ -148,6 +169,36 @@ def _resolve_input_shape(input_tensor, input_shape, image_size, channels_first):
     return input_shape
 
 
+def check_feature_blocks(feature_blocks, depth, include_top, pooling):
+    """`feature_blocks` as a tuple of block indices in 0 .. depth - 1 (negative ones
+    count from the end, as in Python), or None; raises `ValueError`."""
+    if feature_blocks is None:
+        return None
+    if include_top:
+        raise ValueError("feature_blocks needs include_top=False: the model then returns the "
+                         "chosen blocks' feature maps instead of class scores.")
+    if pooling is not None:
+        raise ValueError(f"feature_blocks returns feature maps, pooling={pooling!r} pools the "
+                         "final tokens: pass one of them.")
+    if isinstance(feature_blocks, (str, bytes)) or not isinstance(feature_blocks, (list, tuple)) \
+            or not feature_blocks:
+        raise ValueError("feature_blocks must be a non-empty list or tuple of block indices, "
+                         f"e.g. (3, 7, 11) or (-1,); got {feature_blocks!r}.")
+    normalized = []
+    for index in feature_blocks:
+        if isinstance(index, bool) or not isinstance(index, (int, np.integer)):
+            raise ValueError(f"feature_blocks holds {index!r}; block indices are integers.")
+        if not -depth <= index < depth:
+            raise ValueError(f"feature_blocks index {index} is out of range: the model has {depth} "
+                             f"blocks (0 to {depth - 1}, or -{depth} to -1 from the end).")
+        block = int(index) % depth
+        if block in normalized:
+            raise ValueError(f"feature_blocks names block {block} twice ({tuple(feature_blocks)}); "
+                             "name each block once.")
+        normalized.append(block)
+    return tuple(normalized)
+
+
 def validate_arguments(family, dims, row, arguments, architecture_changes=(), skip_head=False):
     """Checks a model's arguments (`arguments`: the keras.applications ones, `drop_rate`
     and `drop_path_rate`) and returns a `ModelSpec`; raises `ValueError`.
@@ -175,6 +226,8 @@ def validate_arguments(family, dims, row, arguments, architecture_changes=(), sk
         )
     if isinstance(classes, bool) or not isinstance(classes, (int, np.integer)) or classes < 1:
         raise ValueError(f"classes must be an integer >= 1; got {classes!r}.")
+    feature_blocks = check_feature_blocks(arguments.get("feature_blocks"), dims["depth"],
+                                          include_top, pooling)
     _check_activation(classifier_activation)
     check_rate("drop_rate", arguments["drop_rate"])
     check_rate("drop_path_rate", arguments["drop_path_rate"])
@@ -223,6 +276,7 @@ def validate_arguments(family, dims, row, arguments, architecture_changes=(), sk
         pooling=pooling,
         classes=int(classes),
         classifier_activation=classifier_activation,
+        feature_blocks=feature_blocks,
     )
 
 
@@ -274,9 +328,18 @@ def _finish_model(spec, inputs, tokens):
     return keras.Model(inputs, x, name=spec.name)
 
 
+def _feature_model(spec, model, patch_size):
+    """The model whose outputs are the chosen blocks' patch tokens as grids (a list)."""
+    height, width = spec.input_shape[1:] if spec.channels_first else spec.input_shape[:2]
+    grid = (height // patch_size, width // patch_size)
+    outputs = [ffl.PatchGrid(grid, channels_first=spec.channels_first, name=f"features_{i}")(
+        model.get_layer(f"block_{i}").output) for i in spec.feature_blocks]
+    return keras.Model(model.input, outputs, name=spec.name)
+
+
 APPLICATION_DEFAULTS = dict(include_top=True, weights=None, input_tensor=None, input_shape=None,
                             pooling=None, classes=1000, classifier_activation="softmax",
-                            name=None, drop_rate=0.0, drop_path_rate=0.0)
+                            name=None, drop_rate=0.0, drop_path_rate=0.0, feature_blocks=None)
 
 
 def build_model_with_cfg(family, dims, row, arguments, blocks, architecture_changes=(),
@@ -290,13 +353,17 @@ def build_model_with_cfg(family, dims, row, arguments, blocks, architecture_chan
         row: the preset row of the registered model these dims come from (None for
             custom dims), read once by the constructor and handed on to the loader.
         arguments: the keras.applications arguments, `drop_rate` and `drop_path_rate`
-            (the keys of `APPLICATION_DEFAULTS`).
+            (the keys of `APPLICATION_DEFAULTS`; missing ones take its values).
         blocks: `blocks(tokens, drop_path_rates) -> tokens`, the family's blocks.
         architecture_changes: how these dims differ from the row's model (e.g.
             `"image_size=384"`); pretrained weights then do not fit.
         skip_head: load every weight but the classifier (fine-tuning with another
             class count; see `ffzoo.weights.load`).
+
+    With `feature_blocks`, the whole model without its head is built and loaded (so
+    `weights=` give pretrained features), then cut to the chosen blocks' outputs.
     """
+    arguments = {**APPLICATION_DEFAULTS, **arguments}
     spec = validate_arguments(family, dims, row, arguments, architecture_changes, skip_head)
     drop_rate = arguments["drop_rate"]
     inputs, x = _embed_patches(spec, dims["patch_size"], dims["embed_dim"],
@@ -305,6 +372,8 @@ def build_model_with_cfg(family, dims, row, arguments, blocks, architecture_chan
     model = _finish_model(spec, inputs, x)
     source_row = row if row is not None else {"model": None, "source_format": family.source_format}
     ffweights.load(model, arguments["weights"], source_row, skip_head=skip_head)
+    if spec.feature_blocks is not None:
+        model = _feature_model(spec, model, dims["patch_size"])
     return model
 
 

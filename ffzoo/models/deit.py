@@ -17,7 +17,8 @@ from ffzoo.models import builder
 from ffzoo.models.registry import register_model
 from ffzoo.weights import preset_for_model, register_preset
 
-FAMILY = builder.Family(name="deit", source_format="timm_vit_pth", fixed_token_count=False)
+FAMILY = builder.Family(name="deit", source_format="timm_vit_pth", fixed_token_count=False,
+                        block_layer="attention_block")
 
 VARIANTS = {
     "deit_tiny_patch16_224": dict(patch_size=16, embed_dim=192, depth=12, num_heads=3,
@@ -83,7 +84,8 @@ def _build(variant, dims, arguments, attention_dropout_rate):
 def DeiT(patch_size, embed_dim, depth, num_heads, mlp_ratio=4.0, image_size=224,
          pos_grid_size=14, include_top=True, weights=None, input_tensor=None, input_shape=None,
          pooling=None, classes=1000, classifier_activation="softmax", name="deit",
-         drop_rate=0.0, drop_path_rate=0.0, attention_dropout_rate=0.0):
+         drop_rate=0.0, drop_path_rate=0.0, attention_dropout_rate=0.0, feature_blocks=None,
+         **kwargs):
     """Builds a DeiT/ViT of any dims as a functional `keras.Model` (timm's VisionTransformer).
 
     Args:
@@ -112,7 +114,8 @@ _DOC = """{summary}
     Args:
         include_top: whether to end with the classifier on the class token.
         weights: `None` (random initialisation), `"imagenet"` (FAIR's published
-            checkpoint, see weights/README.md) or a path to a `.weights.h5` file or a
+            checkpoint, see weights/README.md; the preset's name, e.g.
+            `"deit_tiny_patch16_224.fb_in1k"`, says the same) or a path to a `.weights.h5` file or a
             DeiT/timm `.pth` checkpoint (`{{"model": state_dict}}` or a bare state
             dict; needs PyTorch).
         input_tensor: optional Keras tensor to use as the model's input.
@@ -122,6 +125,14 @@ _DOC = """{summary}
         pooling: with `include_top=False`, `None` returns all tokens `(B, N, E)`
             after the final LayerNorm; `"token"` the class token; `"avg"` / `"max"`
             pool the patch tokens. With `include_top=True` only `None` or `"token"`.
+        feature_blocks: with `include_top=False` (and `pooling=None`), the indices of
+            the blocks whose outputs the model returns instead, as a list of feature
+            maps in the order given (timm's `features_only` / `out_indices`), e.g.
+            `(3, 7, 11)`; negative indices count from the end (`-1`: the last block).
+            Each map is the block's patch tokens as a grid, `(B, H / patch, W / patch,
+            width)` (`(B, width, H / patch, W / patch)` with channels-first data format),
+            the class token dropped and before the final LayerNorm. Works with
+            `weights=` (pretrained features).
         classes: number of classes of the classifier.
         classifier_activation: activation of the classifier (`None` for logits).
         name: model name (default the variant's).
@@ -131,8 +142,12 @@ _DOC = """{summary}
         attention_dropout_rate: dropout on the attention weights.
         image_size: the default input size (default {image_size}).
 
+        **kwargs: none are accepted; an unknown argument is a `ValueError` naming
+            the accepted ones (and ffzoo's spelling of timm's: `classes=` for
+            `num_classes=`, `weights="imagenet"` / `weights=None` for `pretrained=`).
+
     Returns:
-        A `keras.Model`.
+        A `keras.Model` (with `feature_blocks`, one whose outputs are a list).
     """
 
 
@@ -146,19 +161,22 @@ def _document(constructor, variant, summary):
 
 def DeiTTiny(include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
              classes=1000, classifier_activation="softmax", name=None, drop_rate=0.0,
-             drop_path_rate=0.0, attention_dropout_rate=0.0, image_size=None):
+             drop_path_rate=0.0, attention_dropout_rate=0.0, image_size=None,
+             feature_blocks=None, **kwargs):
     return _variant("deit_tiny_patch16_224", locals())
 
 
 def DeiTSmall(include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
               classes=1000, classifier_activation="softmax", name=None, drop_rate=0.0,
-              drop_path_rate=0.0, attention_dropout_rate=0.0, image_size=None):
+              drop_path_rate=0.0, attention_dropout_rate=0.0, image_size=None,
+             feature_blocks=None, **kwargs):
     return _variant("deit_small_patch16_224", locals())
 
 
 def DeiTBase(include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
              classes=1000, classifier_activation="softmax", name=None, drop_rate=0.0,
-             drop_path_rate=0.0, attention_dropout_rate=0.0, image_size=None):
+             drop_path_rate=0.0, attention_dropout_rate=0.0, image_size=None,
+             feature_blocks=None, **kwargs):
     return _variant("deit_base_patch16_224", locals())
 
 

@@ -10,7 +10,7 @@ from ffzoo.models.registry import register_model
 from ffzoo.weights import preset_for_model, register_preset
 
 FAMILY = builder.Family(
-    name="ffvit", source_format="ff_pth", fixed_token_count=True,
+    name="ffvit", source_format="ff_pth", fixed_token_count=True, block_layer="ff_block",
     token_count_hint="token_mlp_dim does not lift this: the token FF's LayerNorm and first "
                      "layer are sized by the token count. ")
 
@@ -93,7 +93,7 @@ def _build(variant, dims, arguments, token_mlp_dim):
 def FFViT(patch_size, embed_dim, depth, mlp_ratio=4.0, image_size=224, pos_grid_size=14,
           include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
           classes=1000, classifier_activation="softmax", name="ffvit", drop_rate=0.0,
-          drop_path_rate=0.0, token_mlp_dim=None):
+          drop_path_rate=0.0, token_mlp_dim=None, feature_blocks=None, **kwargs):
     """Builds an FF-only vision transformer of any dims as a functional `keras.Model`.
 
     The architecture follows the reference code exactly (see `ffzoo.layers`); the
@@ -128,7 +128,8 @@ _DOC = """{summary}
     Args:
         include_top: whether to end with the classifier on the class token.
         weights: `None` (random initialisation matching the reference), `"imagenet"`
-            (the published weights, see weights/README.md) or a path to a `.weights.h5`
+            (the published weights, see weights/README.md; the preset's name, e.g.
+            `"ffvit_tiny_patch16_224.in1k"`, says the same) or a path to a `.weights.h5`
             file or a `.pth` checkpoint in the paper's layout (needs PyTorch).
         input_tensor: optional Keras tensor to use as the model's input.
         input_shape: `(H, W, C)` (or `(C, H, W)` with channels-first data format);
@@ -136,6 +137,14 @@ _DOC = """{summary}
         pooling: with `include_top=False`, `None` returns all tokens `(B, N, E)`
             after the final LayerNorm; `"token"` the class token; `"avg"` / `"max"`
             pool the patch tokens. With `include_top=True` only `None` or `"token"`.
+        feature_blocks: with `include_top=False` (and `pooling=None`), the indices of
+            the blocks whose outputs the model returns instead, as a list of feature
+            maps in the order given (timm's `features_only` / `out_indices`), e.g.
+            `(3, 7, 11)`; negative indices count from the end (`-1`: the last block).
+            Each map is the block's patch tokens as a grid, `(B, H / patch, W / patch,
+            width)` (`(B, width, H / patch, W / patch)` with channels-first data format),
+            the class token dropped and before the final LayerNorm. Works with
+            `weights=` (pretrained features).
         classes: number of classes of the classifier.
         classifier_activation: activation of the classifier (`None` for logits).
         name: model name (default the variant's).
@@ -146,8 +155,12 @@ _DOC = """{summary}
         image_size: the input size the model is built for (default {image_size});
             another size changes the token count (weights=None only).
 
+        **kwargs: none are accepted; an unknown argument is a `ValueError` naming
+            the accepted ones (and ffzoo's spelling of timm's: `classes=` for
+            `num_classes=`, `weights="imagenet"` / `weights=None` for `pretrained=`).
+
     Returns:
-        A `keras.Model`.
+        A `keras.Model` (with `feature_blocks`, one whose outputs are a list).
     """
 
 
@@ -161,25 +174,29 @@ def _document(constructor, variant, summary):
 
 def FFViTTiny(include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
               classes=1000, classifier_activation="softmax", name=None, drop_rate=0.0,
-              drop_path_rate=0.0, token_mlp_dim=None, image_size=None):
+              drop_path_rate=0.0, token_mlp_dim=None, image_size=None, feature_blocks=None,
+              **kwargs):
     return _variant("ffvit_tiny_patch16_224", locals())
 
 
 def FFViTBase(include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
               classes=1000, classifier_activation="softmax", name=None, drop_rate=0.0,
-              drop_path_rate=0.0, token_mlp_dim=None, image_size=None):
+              drop_path_rate=0.0, token_mlp_dim=None, image_size=None, feature_blocks=None,
+              **kwargs):
     return _variant("ffvit_base_patch16_224", locals())
 
 
 def FFViTLarge(include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
                classes=1000, classifier_activation="softmax", name=None, drop_rate=0.0,
-               drop_path_rate=0.0, token_mlp_dim=None, image_size=None):
+               drop_path_rate=0.0, token_mlp_dim=None, image_size=None, feature_blocks=None,
+              **kwargs):
     return _variant("ffvit_large_patch32_224", locals())
 
 
 def FFViTMicro(include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
                classes=1000, classifier_activation="softmax", name=None, drop_rate=0.0,
-               drop_path_rate=0.0, token_mlp_dim=None, image_size=None):
+               drop_path_rate=0.0, token_mlp_dim=None, image_size=None, feature_blocks=None,
+              **kwargs):
     return _variant("ffvit_micro_patch4_32", locals())
 
 

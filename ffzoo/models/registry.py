@@ -2,8 +2,9 @@
 
 import difflib
 import fnmatch
+import inspect
 
-from ffzoo.weights import preset_for_model
+from ffzoo.weights import preset_for_model, presets
 
 _MODELS = {}
 _DIMS = {}
@@ -16,6 +17,7 @@ def register_model(name, constructor, family, dims):
         raise ValueError(f"A model named {name!r} is already registered.")
     _MODELS[name] = constructor
     _DIMS[name] = dict(dims, family=family)
+    presets.register_architecture(name, _DIMS[name])
     return constructor
 
 
@@ -53,9 +55,45 @@ def get_constructor(name):
     return _MODELS[name]
 
 
+# timm's names for arguments that ffzoo spells the keras.applications way.
+TIMM_SPELLINGS = {
+    "num_classes": "classes=<number of classes>",
+    "pretrained": 'weights="imagenet" (for pretrained=True) or weights=None (pretrained=False)',
+    "features_only": "include_top=False, feature_blocks=(...)",
+    "out_indices": "feature_blocks=(...) with include_top=False",
+    "global_pool": "pooling= ('token', 'avg' or 'max', with include_top=False)",
+    "img_size": "image_size=<pixels>",
+    "in_chans": "input_shape=(height, width, channels)",
+    "drop_path": "drop_path_rate=",
+    "pretrained_cfg": 'weights="<preset name>" (see ffzoo.weights.list_presets())',
+}
+
+
+def check_arguments(given, accepted):
+    """A one-line `ValueError` for the first keyword in `given` not in `accepted`."""
+    unknown = [key for key in given if key not in accepted]
+    if not unknown:
+        return
+    key = unknown[0]
+    if key in TIMM_SPELLINGS:
+        hint = f" ffzoo spells it {TIMM_SPELLINGS[key]} ({key}= is timm's spelling)."
+    else:
+        close = difflib.get_close_matches(key, list(accepted), n=1, cutoff=0.6)
+        hint = f" Did you mean {close[0]}=?" if close else ""
+    raise ValueError(f"Unknown argument {key}={given[key]!r}.{hint} Accepted arguments: "
+                     f"{', '.join(accepted)}.")
+
+
 def create_model(name, **kwargs):
     """Builds the registered model `name`; keyword arguments go to its constructor.
 
-    Example: `create_model("ffvit_large_patch32_224", drop_path_rate=0.1)`.
+    Example: `create_model("ffvit_large_patch32_224", drop_path_rate=0.1)`. An argument
+    the constructor does not take is a `ValueError` naming the ones it takes (and
+    ffzoo's spelling of timm's: `classes=` for `num_classes=`, `weights=` for
+    `pretrained=`).
     """
-    return get_constructor(name)(**kwargs)
+    constructor = get_constructor(name)
+    parameters = inspect.signature(constructor).parameters
+    check_arguments(kwargs, [key for key, p in parameters.items()
+                             if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)])
+    return constructor(**kwargs)

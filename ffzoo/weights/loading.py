@@ -5,7 +5,8 @@ never builds one (this package does not import `ffzoo.models`).
 
 `weights` is one of:
 - `None`: random initialisation (the reference's).
-- `"imagenet"`: the model's published ImageNet weights. The authors' checkpoint is
+- `"imagenet"`, or the name of the model's preset (`"ffvit_tiny_patch16_224.in1k"`):
+  the model's published ImageNet weights. The authors' checkpoint is
   downloaded once into the Keras cache and converted into the model; when the model holds
   the whole published model (its classifier included) its weights are cached beside the
   checkpoint as `<preset>.weights.h5`, so later loads need neither the network nor
@@ -18,6 +19,7 @@ never builds one (this package does not import `ffzoo.models`).
 
 import json
 import os
+import re
 import shutil
 import tempfile
 
@@ -83,6 +85,25 @@ def _check_imagenet(row, *, include_top, classes, classifier_activation, channel
                        "PyTorch checkpoint")
 
 
+def preset_alias(weights, row):
+    """`weights`, with the name of the model's own preset (`row["name"]`, e.g.
+    `"ffvit_tiny_patch16_224.in1k"`) read as `"imagenet"`; another model's preset name
+    is a `ValueError` naming the model it belongs to."""
+    if not isinstance(weights, str) or weights == "imagenet":
+        return weights
+    owner = next((r for r in presets.list_presets() if r["name"] == weights), None)
+    if owner is None:
+        return weights
+    model = (row or {}).get("model")
+    if owner["model"] == model:
+        return "imagenet"
+    raise ValueError(
+        f"weights={weights!r} is the preset of {owner['model']}, not of {model or 'this model'}: "
+        f"build that model (ffzoo.create_model({owner['model']!r}, weights={weights!r})), or pass "
+        + (f"weights='imagenet' for {model}'s own." if model else "a weights file for this one.")
+    )
+
+
 def check_weights_argument(weights, *, row, include_top, classes, classifier_activation,
                            channels, architecture_changes=(), skip_head=False):
     """Raises before anything is built when `weights` cannot work with these arguments.
@@ -93,6 +114,7 @@ def check_weights_argument(weights, *, row, include_top, classes, classifier_act
             registered model's published architecture (e.g. `"image_size=384"`).
         skip_head: the classifier will not be loaded (so its class count is free).
     """
+    weights = preset_alias(weights, row)
     if weights is None:
         return
     if isinstance(weights, str) and weights == "imagenet":
@@ -142,6 +164,7 @@ def load(model, source, row, skip_head=False, ema=False):
         the layout it looks like when it is another family's) and, for `.pth` files
         without PyTorch, ImportError.
     """
+    source = preset_alias(source, row)
     if source is None:
         return model
     if isinstance(source, str) and source == "imagenet":
@@ -167,6 +190,7 @@ def head_classes(source, row):
     `head.weight`, for a `.weights.h5` file its classifier's bias. With it, a caller
     decides `skip_head` without trying a load (see `training/train.py`'s `build_model`).
     """
+    source = preset_alias(source, row)
     if isinstance(source, str) and source == "imagenet":
         return (row or {}).get("classes")
     path = _checked_path(source)
@@ -297,9 +321,101 @@ def _load_h5_strict(model, path, name, on_nonfinite):
         raise ValueError(f"Cannot read {name}: a damaged or truncated HDF5 file "
                          f"({_first_line(error)}).") from None
     except (ValueError, KeyError, TypeError) as error:
+        held = _other_architecture(model, path)
+        if held:
+            raise ValueError(f"{name} does not hold the weights of {model.name}: it seems to "
+                             f"hold {held}.") from None
         raise ValueError(f"{name} does not hold the weights of {model.name} "
                          f"({len(model.weights)} variables): {_first_line(error)}") from None
     convert.check_finite({w.path: keras_to_numpy(w) for w in model.weights}, name, on_nonfinite)
+
+
+def _snake_case(name):
+    """A layer class name as Keras names its group in a `.weights.h5` file."""
+    name = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", name)
+    return re.sub(r"([a-z])([A-Z])", r"\1_\2", name).lower()
+
+
+def _architecture(shapes):
+    """`(block layer, patch size, width, depth, token count or None)` of a model from its
+    weights' `{path: shape}` as a `.weights.h5` file stores them, or None.
+
+    The patch embedding is the one 4-D kernel (`(p, p, channels, width)`); the blocks
+    are the most numerous kind of top-level layer (`ff_block`, `ff_block_1`, ...); a
+    token FF's LayerNorm (`token_ff/norm`) gives the token count.
+    """
+    kernels = [shape for path, shape in shapes.items() if len(shape) == 4]
+    if len(kernels) != 1:
+        return None
+    patch, _, _, width = kernels[0]
+    groups = {}
+    for path in shapes:
+        top = path.split("/")[1] if path.startswith("layers/") else None
+        if top:
+            groups.setdefault(re.sub(r"_\d+$", "", top), set()).add(top)
+    if not groups:
+        return None
+    block, members = max(groups.items(), key=lambda item: len(item[1]))
+    tokens = next((shape[0] for path, shape in shapes.items()
+                   if path.startswith(f"layers/{block}/") and "/token_ff/norm/vars/0" in path),
+                  None)
+    return block, int(patch), int(width), len(members), None if tokens is None else int(tokens)
+
+
+def _model_shapes(model):
+    """A built model's weights as `_architecture` reads a file: `{path: shape}`, with the
+    top-level layers named as Keras names their groups (class name in snake case)."""
+    shapes, seen = {}, {}
+    for layer in model.layers:
+        base = _snake_case(type(layer).__name__)
+        seen[base] = seen.get(base, -1) + 1
+        group = base if seen[base] == 0 else f"{base}_{seen[base]}"
+        counts = {}
+        for variable in layer.weights:
+            inner = os.path.dirname(variable.path.split("/", 1)[1]) if "/" in variable.path else ""
+            owner = f"layers/{group}/{inner}".rstrip("/")
+            counts[owner] = counts.get(owner, -1) + 1
+            shapes[f"{owner}/vars/{counts[owner]}"] = tuple(variable.shape)
+    return shapes
+
+
+def _describe(architecture):
+    block, patch, width, depth, tokens = architecture
+    tokens = f", {tokens} tokens" if tokens else ""
+    return f"patch {patch}, width {width}, depth {depth}{tokens}, {block} blocks"
+
+
+def _other_architecture(model, path):
+    """What the `.weights.h5` file at `path` seems to hold when it is another model's
+    weights than `model`'s: the registered models of its dims, and the dims; else None."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            shapes = {}
+            f.visititems(lambda name, item: shapes.__setitem__(name, tuple(item.shape))
+                         if isinstance(item, h5py.Dataset) else None)
+    except OSError:
+        return None
+    held, own = _architecture(shapes), _architecture(_model_shapes(model))
+    if held is None or held == own:
+        return None  # the same architecture: something else differs
+    block, patch, width, depth, tokens = held
+    dims, block_layers = presets.architectures()
+    matches = []
+    for name, d in dims.items():
+        family_block = block_layers.get(d.get("family"))
+        if family_block and family_block != block:
+            continue
+        if (d.get("patch_size"), d.get("embed_dim"), d.get("depth")) != (patch, width, depth):
+            continue
+        if tokens is not None and isinstance(d.get("image_size"), int):
+            if 1 + (d["image_size"] // patch) ** 2 != tokens:
+                continue
+        matches.append(name)
+    if not matches:
+        return f"a model of {_describe(held)} (no registered model has these dims)"
+    return f"{' or '.join(matches)} ({_describe(held)})"
 
 
 def _first_line(error):

@@ -17,6 +17,8 @@ imported; this module never imports the models. A row is a dict:
 """
 
 _ROWS = {}  # model name -> row, in registration order
+_ARCHITECTURES = {}  # model name -> its dims and family (ffzoo.models.registry registers them)
+_BLOCK_LAYERS = {}  # family -> the name its block layers are saved under ("ff_block")
 
 REQUIRED_KEYS = ("name", "model", "family", "source_format", "source_url", "file_name", "sha256",
                  "source_entry", "dataset", "classes", "parameters", "top1", "top1_source",
@@ -42,3 +44,19 @@ def list_presets():
 def preset_for_model(model_name):
     """The preset row of a registered model, or None when it has none."""
     return _ROWS.get(model_name)
+
+
+def register_architecture(model_name, dims):
+    """Records a registered model's dims (`patch_size`, `embed_dim`, `depth`, `image_size`,
+    `family`...): a `.weights.h5` file of the wrong model is named from them."""
+    _ARCHITECTURES[model_name] = dict(dims)
+
+
+def register_block_layer(family, block_layer):
+    """Records the name a family's block layers have in `.weights.h5` files."""
+    _BLOCK_LAYERS[family] = block_layer
+
+
+def architectures():
+    """`{model name: dims}` of every registered model, and `{family: block layer name}`."""
+    return dict(_ARCHITECTURES), dict(_BLOCK_LAYERS)
