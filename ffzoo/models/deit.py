@@ -141,13 +141,13 @@ _DOC = """{summary}
         drop_path_rate: stochastic depth, rising linearly from 0 over the blocks.
         attention_dropout_rate: dropout on the attention weights.
         image_size: the default input size (default {image_size}).
-
         **kwargs: none are accepted; an unknown argument is a `ValueError` naming
             the accepted ones (and ffzoo's spelling of timm's: `classes=` for
             `num_classes=`, `weights="imagenet"` / `weights=None` for `pretrained=`).
 
     Returns:
-        A `keras.Model` (with `feature_blocks`, one whose outputs are a list).
+        A `keras.Model` (with `feature_blocks`, one whose outputs are a list; with
+        one index, Keras returns that one output itself).
     """
 
 

@@ -154,13 +154,13 @@ _DOC = """{summary}
             in the paper (a fixed width makes the cost linear in the token count).
         image_size: the input size the model is built for (default {image_size});
             another size changes the token count (weights=None only).
-
         **kwargs: none are accepted; an unknown argument is a `ValueError` naming
             the accepted ones (and ffzoo's spelling of timm's: `classes=` for
             `num_classes=`, `weights="imagenet"` / `weights=None` for `pretrained=`).
 
     Returns:
-        A `keras.Model` (with `feature_blocks`, one whose outputs are a list).
+        A `keras.Model` (with `feature_blocks`, one whose outputs are a list; with
+        one index, Keras returns that one output itself).
     """
 
 
