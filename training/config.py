@@ -98,7 +98,7 @@ class ConfigError(ValueError):
 
 
 def recipe_names():
-    from training import recipes
+    from . import recipes
 
     return sorted(m.name for m in pkgutil.iter_modules(recipes.__path__) if not m.name.startswith("_"))
 
@@ -107,7 +107,7 @@ def load_recipe(name):
     """The recipe's values, and `RUN_DEFAULTS` for the keys no recipe sets."""
     if name not in recipe_names():
         raise ConfigError(f"Unknown recipe {name!r}; recipes: {', '.join(recipe_names())}.")
-    recipe = importlib.import_module(f"training.recipes.{name}").RECIPE
+    recipe = importlib.import_module(f".recipes.{name}", __package__).RECIPE
     unknown = sorted(set(recipe) - set(SCHEMA))
     if unknown:
         raise ConfigError(f"Recipe {name!r} sets unknown keys {unknown}.")

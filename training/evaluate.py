@@ -28,9 +28,10 @@ import numpy as np
 
 import ffzoo
 from ffzoo.preprocessing import DEFAULT_CROP_PCT
-from training import digits, errors
-from training.callbacks import Progress, write_json
-from training.config import ConfigError
+
+from . import digits, errors
+from .callbacks import Progress, write_json
+from .config import ConfigError
 
 DEFAULT_SPLIT = "validation"
 TOP5_MIN_CLASSES = 6  # with 5 classes or fewer every label is in the top 5

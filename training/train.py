@@ -36,11 +36,12 @@ import keras
 import ffzoo
 from ffzoo import files, runs
 from ffzoo.preprocessing import IMAGENET_MEAN, IMAGENET_STD
-from training import callbacks as cb
-from training import config as cfg
-from training import digits, distribute, errors
-from training import optimizer as opt
-from training.evaluate import TOP5_MIN_CLASSES, evaluate
+
+from . import callbacks as cb
+from . import config as cfg
+from . import digits, distribute, errors
+from . import optimizer as opt
+from .evaluate import TOP5_MIN_CLASSES, evaluate
 
 
 def _augment(config):
