@@ -426,13 +426,14 @@ def _median_throughput(history):
     return statistics.median(rates) if rates else None
 
 
-def main(argv=None):
+def main(argv=None, prog="python -m training.train"):
+    """The command; `prog` is its name in usage and error lines (`ffzoo train` runs this)."""
     argv = sys.argv[1:] if argv is None else list(argv)
 
     def train_command():
-        config, args = cfg.resolve(argv)
+        config, args = cfg.resolve(argv, prog)
         run(config, fresh=args.fresh)
-    return errors.command("training.train", argv, train_command,
+    return errors.command(prog.removeprefix("python -m "), argv, train_command,
                           "stopped; rerun the same command to resume")
 
 
