@@ -29,7 +29,9 @@ from PIL import Image
 import ffzoo
 from tests.conftest import BACKEND, ROOT
 
-BACKENDS = ("tensorflow", "jax", "torch")
+# Each backend's leg costs 1.5-4 minutes on a shared 2-core CPU (four fresh processes:
+# Python and TensorFlow imports, tracing); FFZOO_JOURNEY_BACKENDS="tensorflow" keeps one.
+BACKENDS = tuple(os.environ.get("FFZOO_JOURNEY_BACKENDS", "tensorflow jax torch").split())
 # Three classes a tiny model tells apart after a few steps: a colour and a pattern each.
 COLOURS = {"apple": (200, 30, 30), "leaf": (30, 170, 40), "sky": (40, 60, 210)}
 SIZE = 32  # ffvit_micro_patch4_32's input: with crop_pct 1, evaluation only normalizes
