@@ -2,18 +2,37 @@
 
     ffzoo models [PATTERN]                                 list models with their sizes
     ffzoo predict photo.jpg [...] --model NAME             top-5 ImageNet classes
+    ffzoo predict photo.jpg [...] --run RUN_DIR            top-5 of a trained run's own classes
+    ffzoo train --recipe finetune --model NAME --data DIR --output RUN_DIR
+                                                           train or fine-tune (python -m training.train)
+    ffzoo evaluate RUN_DIR --data DIR                      top-1 / top-5 on a split (python -m training.evaluate)
     ffzoo convert SRC.pth DST.weights.h5 --model NAME      official checkpoint -> Keras
                                                            (ffvit_*: the paper's; deit_*: FAIR's)
+
+`ffzoo train` and `ffzoo evaluate` take exactly the arguments of `python -m
+training.train` and `python -m training.evaluate` (`ffzoo train --help`); they need
+the training extra: pip install "ffzoo[train]".
 
 An expected failure (a bad file, an unknown model, no network...) is one line on
 stderr and exit status 2; `--debug` (or FFZOO_DEBUG=1) shows the traceback instead.
 """
 
 import argparse
+import importlib
+import importlib.util
 import os
 import sys
 
 DEBUG_ENV = "FFZOO_DEBUG"
+DEFAULT_MODEL = "ffvit_base_patch16_224"
+# `ffzoo train` / `ffzoo evaluate` run these modules' main(argv, prog).
+TRAINING_COMMANDS = {"train": "ffzoo.training.train", "evaluate": "ffzoo.training.evaluate"}
+# What every run of each imports (tf.data pipelines; training curves); the rest of the
+# training extra (tensorflow_datasets, scikit-learn for the digits, tensorboard) is
+# imported when a run needs it.
+_NEEDED = {"train": ("tensorflow", "matplotlib"), "evaluate": ("tensorflow",)}
+_EXTRA_MODULES = {"tensorflow", "tensorflow_datasets", "matplotlib", "sklearn", "tensorboard"}
+INSTALL_TRAIN = 'pip install "ffzoo[train]"'
 
 
 def _cmd_models(args):
@@ -48,6 +67,36 @@ def _read_image(path):
         raise ValueError(f"cannot read {path} as an image: {error}") from None
 
 
+def _softmax(logits):
+    import numpy as np
+
+    logits = np.asarray(logits, np.float64)
+    exp = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return exp / exp.sum(axis=-1, keepdims=True)
+
+
+def _predict_run(args):
+    """Top-k of a training run's model over its own classes (`ffzoo.load_run`)."""
+    import numpy as np
+
+    from ffzoo.runs import load_run
+
+    images = [_read_image(p) for p in args.images]
+    run = load_run(args.run_dir)
+    activation = run.arguments.get("classifier_activation")
+    if activation not in (None, "linear", "softmax"):
+        raise ValueError(f"{args.run_dir}: its model ends in a {activation!r} activation; ffzoo "
+                         "predict ranks logits (None) or probabilities (softmax).")
+    outputs = run.model.predict(np.stack([run.preprocess(image) for image in images]), verbose=0)
+    scores = np.asarray(outputs, np.float64) if activation == "softmax" else _softmax(outputs)
+    names = run.class_names or [f"class {i}" for i in range(scores.shape[-1])]
+    top = min(args.top, scores.shape[-1])
+    for path, row in zip(args.images, scores):
+        print(path)
+        for rank, index in enumerate(np.argsort(-row, kind="stable")[:top], 1):
+            print(f"  {rank}. {names[index]:<32} {row[index]:.4f}")
+
+
 def _cmd_predict(args):
     import numpy as np
 
@@ -55,6 +104,15 @@ def _cmd_predict(args):
 
     if args.top < 1:
         raise ValueError(f"--top must be at least 1; got {args.top}.")
+    if args.run_dir is not None:
+        given = [flag for flag, value in (("--model", args.model), ("--weights", args.weights),
+                                          ("--sha256", args.sha256)) if value is not None]
+        if given:
+            raise ValueError(f"--run gives the model and its weights: pass {' and '.join(given)} "
+                             "only without --run.")
+        return _predict_run(args)
+    args.model = args.model or DEFAULT_MODEL
+    args.weights = args.weights or "imagenet"
     ffzoo.models.registry.get_constructor(args.model)  # an unknown name fails before any work
     if args.sha256:
         if args.weights != "imagenet":
@@ -120,12 +178,17 @@ def build_parser():
     models.add_argument("--markdown", action="store_true", help="the README's model table")
     models.set_defaults(run=_cmd_models)
 
-    predict = add_command("predict", help="classify images with a pretrained model")
+    predict = add_command("predict", help="classify images with a pretrained model or a "
+                                          "trained run's model")
     predict.add_argument("images", nargs="+", help="image files (JPEG, PNG, ...)")
-    predict.add_argument("--model", default="ffvit_base_patch16_224")
-    predict.add_argument("--weights", default="imagenet",
+    predict.add_argument("--run", dest="run_dir", metavar="RUN_DIR", default=None,
+                         help="a training run's directory (ffzoo train's --output): its model, "
+                              "preprocessing and class names, instead of --model and --weights")
+    predict.add_argument("--model", default=None, help=f"registered model name (default: {DEFAULT_MODEL})")
+    predict.add_argument("--weights", default=None,
                          help="'imagenet' (default) or a .weights.h5 / .pth path")
-    predict.add_argument("--top", type=int, default=5)
+    predict.add_argument("--top", type=int, default=5,
+                         help="classes shown per image (at most the model's class count)")
     predict.add_argument("--sha256", default=None,
                          help="the sha256 the downloaded checkpoint must have (pins it, as "
                               "FFZOO_WEIGHTS_SHA256_<PRESET> does)")
@@ -139,10 +202,41 @@ def build_parser():
     convert.add_argument("--model", required=True, help="registered model name, e.g. ffvit_tiny_patch16_224")
     convert.add_argument("--ema", action="store_true", help="convert the checkpoint's EMA weights")
     convert.set_defaults(run=_cmd_convert)
+
+    # Listed here for --help; main() hands their arguments to the training modules.
+    add_command("train", add_help=False, help="train or fine-tune a model (the arguments of "
+                                              "python -m training.train; ffzoo train --help)")
+    add_command("evaluate", add_help=False, help="evaluate a run or a model on a split (the "
+                                                 "arguments of python -m training.evaluate)")
     return parser
 
 
+def _training_command(command, argv):
+    """Runs `python -m training.<command>`'s main on `argv` as `ffzoo <command>`; without
+    the training extra, one line saying how to install it."""
+    debug = "--debug" in argv or os.environ.get(DEBUG_ENV, "") not in ("", "0")
+    missing = [name for name in _NEEDED[command] if importlib.util.find_spec(name) is None]
+    try:
+        if missing:
+            raise ModuleNotFoundError(f"No module named {missing[0]!r}", name=missing[0])
+        module = importlib.import_module(TRAINING_COMMANDS[command])
+        return module.main(argv, prog=f"ffzoo {command}")
+    except ModuleNotFoundError as error:
+        if debug or (error.name or "").split(".")[0] not in _EXTRA_MODULES:
+            raise
+        print(f"ffzoo {command}: needs {error.name}, which the training extra installs: "
+              f"{INSTALL_TRAIN}", file=sys.stderr)
+        return 2
+
+
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    commands = [i for i, arg in enumerate(argv) if not arg.startswith("-")]
+    if commands and argv[commands[0]] in TRAINING_COMMANDS and all(
+            arg == "--debug" for arg in argv[:commands[0]]):
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        i = commands[0]
+        return _training_command(argv[i], argv[:i] + argv[i + 1:])
     args = build_parser().parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     debug = getattr(args, "debug", False) or os.environ.get(DEBUG_ENV, "") not in ("", "0")

@@ -301,5 +301,8 @@ def test_wheel_ships_only_ffzoo():
 
     config = tomllib.loads(pathlib.Path(ROOT, "pyproject.toml").read_text())["tool"]["setuptools"]
     assert all(p == "ffzoo" or p.startswith("ffzoo.") for p in config["packages"])
-    assert "package-dir" not in config  # nothing maps weights/ (tools.py) into the package
+    # Only training/ is mapped into the package (as ffzoo.training); nothing maps weights/
+    # (the maintainer tools) there.
+    assert config["package-dir"] == {"ffzoo.training": "training",
+                                     "ffzoo.training.recipes": "training/recipes"}
     assert not pathlib.Path(ROOT, "weights", "manifest.json").exists()

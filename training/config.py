@@ -98,7 +98,7 @@ class ConfigError(ValueError):
 
 
 def recipe_names():
-    from training import recipes
+    from . import recipes
 
     return sorted(m.name for m in pkgutil.iter_modules(recipes.__path__) if not m.name.startswith("_"))
 
@@ -107,7 +107,7 @@ def load_recipe(name):
     """The recipe's values, and `RUN_DEFAULTS` for the keys no recipe sets."""
     if name not in recipe_names():
         raise ConfigError(f"Unknown recipe {name!r}; recipes: {', '.join(recipe_names())}.")
-    recipe = importlib.import_module(f"training.recipes.{name}").RECIPE
+    recipe = importlib.import_module(f".recipes.{name}", __package__).RECIPE
     unknown = sorted(set(recipe) - set(SCHEMA))
     if unknown:
         raise ConfigError(f"Recipe {name!r} sets unknown keys {unknown}.")
@@ -153,9 +153,9 @@ def _spelled(value):
     return str(value)
 
 
-def parser():
+def parser(prog="python -m training.train"):
     result = argparse.ArgumentParser(
-        prog="python -m training.train",
+        prog=prog,
         description="Train an ffzoo model with keras.Model.fit. Every recipe value can be "
                     "overridden with --key-name value.")
     result.add_argument("--recipe", default=None,
@@ -173,9 +173,9 @@ def parser():
     return result
 
 
-def resolve(argv=None):
-    """`(config, args)` from the command line."""
-    args = parser().parse_args(argv)
+def resolve(argv=None, prog="python -m training.train"):
+    """`(config, args)` from the command line (`prog`: the command's name in its usage)."""
+    args = parser(prog).parse_args(argv)
     chosen = args.recipe is not None or hasattr(args, "data")
     args.recipe = args.recipe or "deit"
     config = load_recipe(args.recipe)

@@ -28,9 +28,10 @@ import numpy as np
 
 import ffzoo
 from ffzoo.preprocessing import DEFAULT_CROP_PCT
-from training import digits, errors
-from training.callbacks import Progress, write_json
-from training.config import ConfigError
+
+from . import digits, errors
+from .callbacks import Progress, write_json
+from .config import ConfigError
 
 DEFAULT_SPLIT = "validation"
 TOP5_MIN_CLASSES = 6  # with 5 classes or fewer every label is in the top 5
@@ -85,8 +86,8 @@ def _inference_function(model):
     return tf.function(lambda images: model(images, training=False), reduce_retracing=True)
 
 
-def parser():
-    result = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__.split("\n")[0])
+def parser(prog="python -m training.evaluate"):
+    result = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0])
     result.add_argument("run", nargs="?", default=None,
                         help="a training run's directory (instead of --model and --weights)")
     result.add_argument("--model", help="registered model name (ffzoo.list_models())")
@@ -197,14 +198,15 @@ def run(args):
     return result
 
 
-def main(argv=None):
+def main(argv=None, prog="python -m training.evaluate"):
+    """The command; `prog` is its name in usage and error lines (`ffzoo evaluate` runs this)."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = parser().parse_args(argv)
+    args = parser(prog).parse_args(argv)
 
     def evaluate_command():
         validate(args)
         run(args)
-    return errors.command("training.evaluate", argv, evaluate_command, "interrupted.")
+    return errors.command(prog.removeprefix("python -m "), argv, evaluate_command, "interrupted.")
 
 
 if __name__ == "__main__":

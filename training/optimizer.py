@@ -2,7 +2,7 @@
 
 import keras
 
-from training.schedule import WarmupCosine
+from .schedule import WarmupCosine
 
 
 def no_decay_variables(model, decay_positions):

@@ -36,11 +36,12 @@ import keras
 import ffzoo
 from ffzoo import files, runs
 from ffzoo.preprocessing import IMAGENET_MEAN, IMAGENET_STD
-from training import callbacks as cb
-from training import config as cfg
-from training import digits, distribute, errors
-from training import optimizer as opt
-from training.evaluate import TOP5_MIN_CLASSES, evaluate
+
+from . import callbacks as cb
+from . import config as cfg
+from . import digits, distribute, errors
+from . import optimizer as opt
+from .evaluate import TOP5_MIN_CLASSES, evaluate
 
 
 def _augment(config):
@@ -425,13 +426,14 @@ def _median_throughput(history):
     return statistics.median(rates) if rates else None
 
 
-def main(argv=None):
+def main(argv=None, prog="python -m training.train"):
+    """The command; `prog` is its name in usage and error lines (`ffzoo train` runs this)."""
     argv = sys.argv[1:] if argv is None else list(argv)
 
     def train_command():
-        config, args = cfg.resolve(argv)
+        config, args = cfg.resolve(argv, prog)
         run(config, fresh=args.fresh)
-    return errors.command("training.train", argv, train_command,
+    return errors.command(prog.removeprefix("python -m "), argv, train_command,
                           "stopped; rerun the same command to resume")
 
 
