@@ -169,13 +169,12 @@ def test_file_of_unregistered_dims_is_described(tmp_path):
         "width 16, depth 2, 17 tokens, ff_block blocks (no registered model has these dims).")
 
 
-def test_right_variant_file_still_loads_and_other_mismatches_keep_their_message(tmp_path, rng):
+def test_right_variant_file_still_loads_and_other_mismatches_keep_their_message(tmp_path):
     source = _randomize(families.small_model("ffvit", classes=5))
     path = _h5(source, tmp_path, "small")
-    images = rng.standard_normal((2, 32, 32, 3)).astype("float32")
     loaded = families.small_model("ffvit", classes=5, weights=path)
-    np.testing.assert_array_equal(loaded.predict(images, verbose=0),
-                                  source.predict(images, verbose=0))
+    for have, want in zip(loaded.get_weights(), source.get_weights(), strict=True):
+        np.testing.assert_array_equal(have, want)
     # same blocks, another class count: not a wrong variant, so Keras' first line is kept
     with pytest.raises(ValueError, match=r"does not hold the weights of ffvit \(\d+ variables\)"):
         families.small_model("ffvit", classes=7, weights=path)
