@@ -55,7 +55,7 @@ def _uncompiled_size(name, tmp_path):
     return os.path.getsize(path)
 
 
-def test_the_run_directory_alone_rebuilds_the_trained_model(folder, nano, tmp_path, capsys):
+def test_the_run_directory_alone_rebuilds_evaluates_and_predicts(folder, nano, tmp_path, capsys):
     output = tmp_path / "run"
     summary = _train(folder, output, "--ema-decay", "0.8")
     with open(output / "model.json") as f:
@@ -109,6 +109,30 @@ def test_the_run_directory_alone_rebuilds_the_trained_model(folder, nano, tmp_pa
     with open(result_path) as f:
         again = json.load(f)
     assert again["split"] == "val" and again["top1"] == pytest.approx(summary["top1"])
+
+    # `ffzoo predict --run`: the run's class names, ranked by the softmax of its logits.
+    from PIL import Image
+
+    from ffzoo import cli
+
+    paths = []
+    for i, pixels in enumerate([image[:32, :32], image[-32:, -32:]]):
+        paths.append(str(tmp_path / f"photo{i}.png"))
+        Image.fromarray(pixels).save(paths[-1])
+    capsys.readouterr()
+    assert cli.main(["predict", *paths, "--run", str(output), "--top", "2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    logits = to_numpy(run.model.predict(np.stack([run.preprocess(Image.open(p)) for p in paths]),
+                                        verbose=0)).astype(np.float64)
+    probabilities = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+    assert len(lines) == 2 * 3
+    for i, path in enumerate(paths):
+        assert lines[3 * i] == path
+        ranked = [line.split() for line in lines[3 * i + 1:3 * i + 3]]
+        order = np.argsort(-probabilities[i])[:2]
+        assert [row[1] for row in ranked] == [info["class_names"][k] for k in order]
+        np.testing.assert_allclose([float(row[2]) for row in ranked], probabilities[i][order],
+                                   atol=1e-4)
 
 
 @pytest.mark.once

@@ -9,7 +9,11 @@ a generated folder of three coloured-pattern classes (`ffzoo train`), evaluates 
 (`ffzoo evaluate RUN --data DIR`) and classifies images with it (`ffzoo predict --run`).
 The oracle is computed here, independently of `load_run` and `ffzoo.preprocess_image`:
 the model rebuilt from model.json with the run's final weights, fed images normalized by
-hand. Once (backend-independent) in CI; the test itself visits the three backends.
+hand. The wheel is installed once in CI (the test is marked `once`), and its journey runs
+on the suite's first backend: every leg is four fresh processes that import TensorFlow,
+1.5-4 minutes on a shared 2-core CPU. The same journey runs on every backend in-process
+(`tests/test_training_runs.py`: train, `load_run`, `evaluate` and `ffzoo predict --run` on
+one run). FFZOO_JOURNEY_BACKENDS="tensorflow jax torch" makes this test visit all three.
 """
 
 import json
@@ -29,9 +33,7 @@ from PIL import Image
 import ffzoo
 from tests.conftest import BACKEND, ROOT
 
-# Each backend's leg costs 1.5-4 minutes on a shared 2-core CPU (four fresh processes:
-# Python and TensorFlow imports, tracing); FFZOO_JOURNEY_BACKENDS="tensorflow" keeps one.
-BACKENDS = tuple(os.environ.get("FFZOO_JOURNEY_BACKENDS", "tensorflow jax torch").split())
+BACKENDS = tuple(os.environ.get("FFZOO_JOURNEY_BACKENDS", BACKEND).split())
 # Three classes a tiny model tells apart after a few steps: a colour and a pattern each.
 COLOURS = {"apple": (200, 30, 30), "leaf": (30, 170, 40), "sky": (40, 60, 210)}
 SIZE = 32  # ffvit_micro_patch4_32's input: with crop_pct 1, evaluation only normalizes
@@ -144,7 +146,7 @@ def _parse_predictions(out, images):
 
 
 @pytest.mark.once
-def test_install_the_wheel_train_evaluate_and_predict_on_every_backend(venv, tmp_path, record):
+def test_install_the_wheel_then_train_evaluate_and_predict(venv, tmp_path, record):
     import time
 
     directory, work = venv

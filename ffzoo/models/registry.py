@@ -94,6 +94,8 @@ def create_model(name, **kwargs):
     """
     constructor = get_constructor(name)
     parameters = inspect.signature(constructor).parameters
-    check_arguments(kwargs, [key for key, p in parameters.items()
-                             if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)])
+    # A constructor with **kwargs checks them itself (ffzoo's do: builder.variant_arguments).
+    if not any(p.kind == p.VAR_KEYWORD for p in parameters.values()):
+        check_arguments(kwargs, [key for key, p in parameters.items()
+                                 if p.kind != p.VAR_POSITIONAL])
     return constructor(**kwargs)
