@@ -17,6 +17,9 @@ from ffzoo.models import (
     FFViTLarge,
     FFViTMicro,
     FFViTTiny,
+    MixerB16,
+    MixerL16,
+    MLPMixer,
     create_model,
     list_models,
 )
