@@ -83,7 +83,7 @@ def build_mlp_model(family, dims, row, arguments, blocks, final_norm, architectu
     x = blocks(x, num_tokens, [float(arguments["drop_path_rate"])] * dims["depth"])
     x = final_norm("norm")(x)
     if spec.include_top:
-        x = keras.layers.GlobalAveragePooling1D(name="pool")(x)
+        x = keras.layers.GlobalAveragePooling1D(data_format="channels_last", name="pool")(x)
         if arguments["drop_rate"] > 0.0:
             x = keras.layers.Dropout(arguments["drop_rate"], name="head_drop")(x)
         x = keras.layers.Dense(
@@ -91,9 +91,9 @@ def build_mlp_model(family, dims, row, arguments, blocks, final_norm, architectu
             kernel_initializer=head_initializer, bias_initializer="zeros",
             dtype=builder._head_dtype(), name="head")(x)
     elif spec.pooling == "avg":
-        x = keras.layers.GlobalAveragePooling1D(name="pool")(x)
+        x = keras.layers.GlobalAveragePooling1D(data_format="channels_last", name="pool")(x)
     elif spec.pooling == "max":
-        x = keras.layers.GlobalMaxPooling1D(name="pool")(x)
+        x = keras.layers.GlobalMaxPooling1D(data_format="channels_last", name="pool")(x)
     model = keras.Model(inputs, x, name=spec.name)
     source_row = row if row is not None else {"model": None, "source_format": family.source_format}
     ffweights.load(model, arguments["weights"], source_row, skip_head=skip_head)

@@ -139,8 +139,9 @@ def _checked_path(weights):
     path = os.fspath(weights)
     if not (path.endswith(H5_SUFFIX) or path.endswith(CHECKPOINT_SUFFIXES)):
         raise ValueError(
-            f"weights={path!r}: expected a file ending in .weights.h5 (Keras), .pth (an "
-            "official PyTorch checkpoint), .npz (Google's MLP-Mixer files) or .safetensors."
+            f"weights={path!r}: expected a file ending in .weights.h5 (Keras) or .pth (an "
+            "official PyTorch checkpoint), or a .npz (Google's MLP-Mixer files) or "
+            ".safetensors checkpoint."
         )
     if not os.path.isfile(path):
         raise ValueError(f"weights={path!r}: no such file.")
