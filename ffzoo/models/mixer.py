@@ -48,8 +48,8 @@ PRETRAINED = [
          file_name="Mixer-B_16.npz", sha256=None, source_entry=None,
          dataset="ImageNet-1k", classes=1000, parameters=59_880_472,
          top1=76.44, top1_source=_PAPER,
-         top1_other=[dict(top1=76.5, source="a Mixer author in timm pull request #651, for "
-                                             "this file")],
+         top1_other=[dict(top1=76.5, source="timm pull request #651 (a Mixer author, for this "
+                                             "file)")],
          preprocessing=MIXER_EVAL, license=_LICENSE, notes=_NOTES),
     dict(name="mixer_l16_224.goog_in1k", model="mixer_l16_224", family="mixer",
          source_format="big_vision_npz", source_url=_BUCKET + "Mixer-L_16.npz",
