@@ -13,7 +13,7 @@ from ffzoo import mlp_layers
 from ffzoo.weights import ConversionError, download
 from references import numpy_mixer, torch_gmlp, torch_resmlp
 from tests import loopback
-from tests.conftest import python_without, run_python
+from tests.conftest import BACKEND, python_without, run_python
 
 torch = pytest.importorskip("torch")
 
@@ -70,6 +70,14 @@ def _images(size, batch=3, seed=1):
     return np.random.default_rng(seed).standard_normal((batch, size, size, 3)).astype(np.float32)
 
 
+def _logits(model, images):
+    """The model's output on one small batch: JAX compiles it whole (`predict`; its eager
+    mode compiles every op apart), TensorFlow and PyTorch run it eagerly (no tracing)."""
+    if BACKEND == "jax":
+        return model.predict(images, verbose=0)
+    return keras.ops.convert_to_numpy(model(images, training=False))
+
+
 def _small(family, **kwargs):
     return BUILDERS[family](**SMALL[family], classes=10, classifier_activation=None, **kwargs)
 
@@ -81,16 +89,18 @@ def test_small_config_matches_reference(family, suffix, tmp_path, record):
     reference = Reference(family, tmp_path, suffix=suffix)
     model = _small(family, weights=reference.path)
     images = _images(32)
-    want = reference.logits(images)
-    diff = float(np.max(np.abs(model.predict(images, verbose=0) - want)))
+    moved = images[:2].copy()  # one patch of the first image changed
+    moved[0, :8, :8] += 1.0
+    both = np.concatenate([images, moved])
+    got = _logits(model, both)
+    want = reference.logits(both)
+    diff = float(np.max(np.abs(got - want)))
     record(f"max |logit - reference| {family} small ({os.path.basename(reference.path)})", diff)
     assert np.abs(want).max() > 0.5  # a meaningful scale for the 1e-4 bound
     assert diff < 1e-4
-    # Every token matters: changing one patch of one image changes its logits only.
-    moved = images.copy()
-    moved[0, :8, :8] += 1.0
-    changed = np.abs(model.predict(moved, verbose=0) - model.predict(images, verbose=0)).max(axis=1)
-    assert changed[0] > 1e-3 and changed[1:].max() == 0.0
+    # Every token matters: the changed patch moves its image's logits, and only those.
+    changed = np.abs(got[3:] - got[:2]).max(axis=1)
+    assert changed[0] > 1e-3 and changed[1] == 0.0
 
 
 # The smallest published-size variant of each family (Mixer-B/16 is the smallest Mixer).
@@ -279,3 +289,17 @@ def test_safetensors_without_the_package_is_one_line(tmp_path):
     assert "ImportError: weights=" in result.stdout, result.stderr[-2000:]
     assert "pip install 'ffzoo[safetensors]'" in result.stdout
     assert len(result.stdout.strip().splitlines()) == 1
+
+
+@pytest.mark.once
+def test_ffzoo_convert_reads_safetensors(tmp_path, capsys):
+    from ffzoo import cli
+
+    reference = Reference("gmlp", tmp_path, variant="gmlp_ti16_224", classes=1000)
+    destination = str(tmp_path / "gmlp_ti16.weights.h5")
+    cli.main(["convert", reference.path, destination, "--model", "gmlp_ti16_224"])
+    assert "5,867,328 parameters" in capsys.readouterr().out
+    model = ffzoo.create_model("gmlp_ti16_224", weights=destination, classifier_activation=None)
+    images = _images(224, batch=1)
+    np.testing.assert_allclose(model.predict(images, verbose=0), reference.logits(images), atol=1e-4)
+    keras.backend.clear_session()

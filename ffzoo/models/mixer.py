@@ -73,9 +73,8 @@ def _build(variant, dims, arguments, gelu):
         return keras.layers.LayerNormalization(epsilon=1e-6, name=name)
 
     row = preset_for_model(variant) if variant else None
+    # gelu="erf" keeps every shape: the published weights load (their accuracy assumes tanh)
     changes = builder.architecture_changes(dims, VARIANTS.get(variant))
-    if gelu != "tanh":
-        changes.append(f"gelu={gelu!r}")
     return mlp_common.build_mlp_model(FAMILY, dims, row, arguments, blocks, final_norm, changes)
 
 
