@@ -155,7 +155,8 @@ def load(model, source, row, skip_head=False, ema=False):
         model: an ffzoo model (any `include_top`, class count or activation).
         source: `None` (nothing to load), `"imagenet"` (the preset's published weights,
             downloaded and converted once into the cache), a `.weights.h5` file, or a
-            PyTorch checkpoint (`.pth` / `.pt`) in the layout `row["source_format"]`.
+            checkpoint (`.pth` / `.pt`, `.npz`, `.safetensors`) in the layout
+            `row["source_format"]`.
         row: the model's preset row (`ffzoo.weights.preset_for_model(name)`); for a model
             without a preset, a dict with at least `source_format`.
         skip_head: load everything but the classifier, which keeps the values it has
@@ -188,8 +189,8 @@ def load(model, source, row, skip_head=False, ema=False):
 def head_classes(source, row):
     """The class count of the classifier that `source` holds, or None when it holds none.
 
-    Reads only shapes: for `"imagenet"` the preset's, for a `.pth` file its
-    `head.weight`, for a `.weights.h5` file its classifier's bias. With it, a caller
+    Reads only shapes: for `"imagenet"` the preset's, for a checkpoint its `head.bias`
+    (`head/bias` in Google's `.npz`), for a `.weights.h5` file its classifier's bias. With it, a caller
     decides `skip_head` without trying a load (see `training/train.py`'s `build_model`).
     """
     if isinstance(source, str) and source == "imagenet":
