@@ -7,7 +7,9 @@
                                                            train or fine-tune (python -m training.train)
     ffzoo evaluate RUN_DIR --data DIR                      top-1 / top-5 on a split (python -m training.evaluate)
     ffzoo convert SRC.pth DST.weights.h5 --model NAME      official checkpoint -> Keras
-                                                           (ffvit_*: the paper's; deit_*: FAIR's)
+                                                           (ffvit_*: the paper's; deit_*, resmlp_*:
+                                                           FAIR's .pth; mixer_*: Google's .npz;
+                                                           gmlp_*: timm's .safetensors / .pth)
 
 `ffzoo train` and `ffzoo evaluate` take exactly the arguments of `python -m
 training.train` and `python -m training.evaluate` (`ffzoo train --help`); they need
@@ -136,15 +138,17 @@ _MAX_CLASSES = 100_000  # ImageNet-21k has 21,843
 
 def _cmd_convert(args):
     import ffzoo
-    from ffzoo.weights import convert, loading, pth
+    from ffzoo.weights import convert, loading
 
     if not args.destination.endswith(".weights.h5"):
         raise SystemExit("ffzoo convert: the destination must end in .weights.h5")
     ffzoo.models.registry.get_constructor(args.model)  # an unknown name fails before reading
     row = ffzoo.weights.preset_for_model(args.model)
-    state = pth.read_state_dict(args.source, ema=args.ema)
+    state = loading.read_checkpoint(args.source, ema=args.ema)  # .pth, .npz or .safetensors
     convert.check_format(state, row["source_format"], args.source, args.model)
     head = state.get("head.weight")
+    if head is None and "head/kernel" in state:  # Flax's (width, classes) kernel
+        head = state["head/kernel"].T
     if head is not None and not (head.ndim == 2 and 1 <= head.shape[0] <= _MAX_CLASSES):
         raise ValueError(f"{args.source}: head.weight has shape {tuple(head.shape)}, not "
                          f"(classes, width) with at most {_MAX_CLASSES:,} classes.")
@@ -194,10 +198,11 @@ def build_parser():
                               "FFZOO_WEIGHTS_SHA256_<PRESET> does)")
     predict.set_defaults(run=_cmd_predict)
 
-    convert = add_command("convert", help="convert an official .pth checkpoint")
+    convert = add_command("convert", help="convert an official .pth / .npz / .safetensors checkpoint")
     convert.add_argument("source", help="the authors' .pth checkpoint ({'model': state_dict} as "
-                                        "DeiT's main.py saves it, or a bare state dict) in the "
-                                        "layout of the model's family")
+                                        "DeiT's main.py saves it, or a bare state dict), .npz "
+                                        "(Google's Mixer) or .safetensors file in the layout of "
+                                        "the model's family")
     convert.add_argument("destination", help="the Keras weights file to write (.weights.h5)")
     convert.add_argument("--model", required=True, help="registered model name, e.g. ffvit_tiny_patch16_224")
     convert.add_argument("--ema", action="store_true", help="convert the checkpoint's EMA weights")

@@ -34,7 +34,9 @@ def test_micro_count_is_the_torch_reference_s():
 
 
 def test_list_models():
-    assert set(REFERENCE_PARAMS) == set(ffzoo.list_models())
+    from tests.test_mlp_families import PUBLISHED_PARAMS as MLP_PARAMS  # the MLP families'
+
+    assert set(REFERENCE_PARAMS) | set(MLP_PARAMS) == set(ffzoo.list_models())
     assert ffzoo.list_models("ffvit_*_patch16_*") == [
         "ffvit_base_patch16_224", "ffvit_tiny_patch16_224"]
 

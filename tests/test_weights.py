@@ -175,8 +175,8 @@ def test_preset_rows_match_the_registry():
         assert row["parameters"] == ffzoo.count_params(name), name
         assert row["name"].startswith(name + "."), name
         assert row["source_format"] in convert.CONVERTERS, name
-        family = {"ffvit": ffzoo.models.ffvit.FAMILY, "deit": ffzoo.models.deit.FAMILY}[row["family"]]
-        assert row["source_format"] == family.source_format, name
+        assert row["source_format"] == ffzoo.models.registry.SOURCE_FORMATS[row["family"]], name
+        assert row["family"] == ffzoo.models.registry.model_dims(name)["family"], name
         # a recorded hash is a SHA-256 hex digest, and only a downloadable file has one
         sha = row["sha256"]
         assert sha is None or (len(sha) == 64 and set(sha) <= set("0123456789abcdef")), (name, sha)

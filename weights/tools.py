@@ -7,7 +7,8 @@
 The presets are the `PRETRAINED` rows of the model files (`ffzoo/models/<family>.py`);
 `hash` writes the sha256 into that row's literal and regenerates the table. `verify`
 runs the checkpoint through an independent PyTorch reference implementation in
-references/ (`torch_ffvit`, `torch_deit`) and through ffzoo on the current
+references/ (`torch_ffvit`, `torch_deit`, `numpy_mixer`, `torch_resmlp`, `torch_gmlp`)
+and through ffzoo on the current
 Keras backend, and fails unless the logits agree within 1e-4.
 """
 
@@ -106,6 +107,7 @@ def cmd_hash(args):
 
 
 def _reference_logits(row, state, images):
+    import numpy as np
 
     import ffzoo
 
@@ -134,6 +136,20 @@ def _reference_logits(row, state, images):
         reference.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
         with torch.no_grad():
             return reference(torch.from_numpy(images.transpose(0, 3, 1, 2))).numpy()
+    if row["family"] == "mixer":
+        from references import numpy_mixer
+
+        return numpy_mixer.forward(state, images)
+    if row["family"] in ("resmlp", "gmlp"):
+        import torch
+
+        from references import torch_gmlp, torch_resmlp
+
+        make = torch_resmlp.resmlp if row["family"] == "resmlp" else torch_gmlp.gmlp
+        reference = make(row["model"], num_classes=row["classes"]).eval()
+        reference.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in state.items()})
+        with torch.no_grad():
+            return reference(torch.from_numpy(images.transpose(0, 3, 1, 2))).numpy()
     raise ValueError(f"no reference implementation for the {row['family']} family")
 
 
@@ -143,7 +159,8 @@ def cmd_verify(args):
     import ffzoo
 
     row = _row(args.preset)
-    state = ffzoo.weights.read_state_dict(args.file, ema=row.get("source_entry") == "model_ema")
+    state = ffzoo.weights.loading.read_checkpoint(
+        args.file, ema=row.get("source_entry") == "model_ema")
     model = ffzoo.create_model(row["model"], classes=row["classes"], classifier_activation=None)
     ffzoo.weights.load_state_dict(model, state, row["source_format"], source=args.file)
     size = ffzoo.models.registry.model_dims(row["model"])["image_size"]

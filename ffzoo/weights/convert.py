@@ -5,14 +5,17 @@ ffzoo's weight paths. `CONVERTERS` holds the ones ffzoo converts:
 
 - `"ff_pth"`: the paper's `vision_transformer_linear.py` (FF models, `ffvit_*`);
 - `"timm_vit_pth"`: timm's `VisionTransformer`, the layout of FAIR's DeiT checkpoints
-  (`deit_*`).
+  (`deit_*`);
+- `"big_vision_npz"`: Google's MLP-Mixer `.npz` files, Flax parameter paths joined with
+  "/" (`mixer_*`);
+- `"resmlp_pth"`: FAIR's ResMLP `.pth` files (`resmlp_*`);
+- `"timm_gmlp"`: timm's gMLP key names, in `.safetensors` (the hub copy) or `.pth`
+  (`gmlp_*`).
 
-Each model's preset row names its format (`source_format`), which is how a `.pth` file
-finds its converter. Layouts of the families to come are in `RECOGNISED` (so that a
-file of theirs is named for what it is); Google's MLP-Mixer `.npz`, FAIR's ResMLP `.pth`
-and timm's `.safetensors` get a rule table in `CONVERTERS` (and their file reader beside
-`ffzoo.weights.pth`) when their families are added. Arrays are NumPy: reading the
-files (`.pth` needs PyTorch) is `ffzoo.weights.pth`'s job.
+Each model's preset row names its format (`source_format`), which is how a checkpoint
+file finds its converter. Arrays are NumPy: reading the files is the job of
+`ffzoo.weights.pth` (`.pth`, needs PyTorch) and `ffzoo.weights.readers` (`.npz`,
+`.safetensors`).
 
 Every conversion asserts: every source tensor is used exactly once, every target weight
 is filled, every shape matches, and the parameter counts agree. Anything else raises
@@ -96,13 +99,62 @@ _DEIT_RULES = [
     (r"head\.bias", "head/bias", _same),
 ]
 
+# Google's Flax MLP-Mixer (vit_jax/models_mixer.py): kernels are already (in, out), the
+# stem already HWIO; the token MLP's kernels are (tokens, hidden) and (hidden, tokens).
+_MIXER_RULES = [
+    (r"stem/(kernel|bias)", "patch_embed/{0}", _same),
+    (r"MixerBlock_(\d+)/LayerNorm_0/scale", "block_{0}/norm1/gamma", _same),
+    (r"MixerBlock_(\d+)/LayerNorm_0/bias", "block_{0}/norm1/beta", _same),
+    (r"MixerBlock_(\d+)/LayerNorm_1/scale", "block_{0}/norm2/gamma", _same),
+    (r"MixerBlock_(\d+)/LayerNorm_1/bias", "block_{0}/norm2/beta", _same),
+    (r"MixerBlock_(\d+)/(token_mixing|channel_mixing)/Dense_0/(kernel|bias)",
+     "block_{0}/{1}/fc1/{2}", _same),
+    (r"MixerBlock_(\d+)/(token_mixing|channel_mixing)/Dense_1/(kernel|bias)",
+     "block_{0}/{1}/fc2/{2}", _same),
+    (r"pre_head_layer_norm/scale", "norm/gamma", _same),
+    (r"pre_head_layer_norm/bias", "norm/beta", _same),
+    (r"head/(kernel|bias)", "head/{0}", _same),
+]
+# FAIR's ResMLP (deit/resmlp_models.py): `attn` is the linear token mixer (N, N).
+_RESMLP_RULES = [
+    (r"patch_embed\.proj\.weight", "patch_embed/kernel", _conv),
+    (r"patch_embed\.proj\.bias", "patch_embed/bias", _same),
+    (r"blocks\.(\d+)\.gamma_([12])", "block_{0}/gamma_{1}", _same),
+    (r"blocks\.(\d+)\.(norm[12])\.(alpha|beta)", "block_{0}/{1}/{2}", _same),
+    (r"blocks\.(\d+)\.attn\.weight", "block_{0}/token_mixer/kernel", _linear),
+    (r"blocks\.(\d+)\.attn\.bias", "block_{0}/token_mixer/bias", _same),
+    (r"blocks\.(\d+)\.mlp\.(fc[12])\.weight", "block_{0}/mlp/{1}/kernel", _linear),
+    (r"blocks\.(\d+)\.mlp\.(fc[12])\.bias", "block_{0}/mlp/{1}/bias", _same),
+    (r"norm\.(alpha|beta)", "norm/{0}", _same),
+    (r"head\.weight", "head/kernel", _linear),
+    (r"head\.bias", "head/bias", _same),
+]
+# timm's gMLP (mlp_mixer.py: SpatialGatingBlock, GatedMlp, SpatialGatingUnit).
+_GMLP_RULES = [
+    (r"stem\.proj\.weight", "patch_embed/kernel", _conv),
+    (r"stem\.proj\.bias", "patch_embed/bias", _same),
+    (r"blocks\.(\d+)\.norm\.weight", "block_{0}/norm/gamma", _same),
+    (r"blocks\.(\d+)\.norm\.bias", "block_{0}/norm/beta", _same),
+    (r"blocks\.(\d+)\.mlp_channels\.(fc[12])\.weight", "block_{0}/{1}/kernel", _linear),
+    (r"blocks\.(\d+)\.mlp_channels\.(fc[12])\.bias", "block_{0}/{1}/bias", _same),
+    (r"blocks\.(\d+)\.mlp_channels\.gate\.norm\.weight", "block_{0}/gate/norm/gamma", _same),
+    (r"blocks\.(\d+)\.mlp_channels\.gate\.norm\.bias", "block_{0}/gate/norm/beta", _same),
+    (r"blocks\.(\d+)\.mlp_channels\.gate\.proj\.weight", "block_{0}/gate/proj/kernel", _linear),
+    (r"blocks\.(\d+)\.mlp_channels\.gate\.proj\.bias", "block_{0}/gate/proj/bias", _same),
+    (r"norm\.weight", "norm/gamma", _same),
+    (r"norm\.bias", "norm/beta", _same),
+    (r"head\.weight", "head/kernel", _linear),
+    (r"head\.bias", "head/bias", _same),
+]
+
 
 class SourceFormat:
     """A checkpoint layout: what it is called, which models it fits, how it is told apart
     (`signature`: keys only this layout has), and its rules (None: recognised, not converted)."""
 
-    def __init__(self, label, models, signature, rules=None):
+    def __init__(self, label, models, signature, rules=None, head_keys=("head.weight", "head.bias")):
         self.label, self.models, self.signature, self.rules = label, models, signature, rules
+        self.head_keys = head_keys  # the classifier's source keys (left out by skip_head)
 
     def matches(self, keys):
         return all(k in keys for k in self.signature)
@@ -113,15 +165,17 @@ CONVERTERS = {
                            "layout)", "ffvit_*", ("blocks.0.mlp1.fc1.weight",), _FFVIT_RULES),
     "timm_vit_pth": SourceFormat("a DeiT/ViT checkpoint (timm layout)", "deit_*",
                                  ("blocks.0.attn.qkv.weight",), _DEIT_RULES),
+    "big_vision_npz": SourceFormat("an MLP-Mixer checkpoint (Google's .npz layout)", "mixer_*",
+                                   ("stem/kernel",), _MIXER_RULES,
+                                   head_keys=("head/kernel", "head/bias")),
+    "resmlp_pth": SourceFormat("a ResMLP checkpoint (FAIR layout)", "resmlp_*",
+                               ("blocks.0.attn.weight", "blocks.0.gamma_1"), _RESMLP_RULES),
+    "timm_gmlp": SourceFormat("a gMLP checkpoint (timm layout)", "gmlp_*",
+                              ("blocks.0.mlp_channels.gate.proj.weight",), _GMLP_RULES),
 }
-# Layouts ffzoo recognises but does not convert yet; their families add rule tables above.
-RECOGNISED = {
-    "resmlp_pth": SourceFormat("a ResMLP checkpoint (FAIR layout)", "no ffzoo model yet",
-                               ("blocks.0.attn.weight", "blocks.0.gamma_1")),
-    "big_vision_npz": SourceFormat("an MLP-Mixer checkpoint (Google's .npz layout)",
-                                   "no ffzoo model yet", ("stem/kernel",)),
-}
-_HEAD_KEYS = ("head.weight", "head.bias")
+# Layouts ffzoo recognises (so that a file of theirs is named for what it is) but does
+# not convert; a family that converts one moves it into CONVERTERS with its rules.
+RECOGNISED = {}
 _HEAD_PATHS = ("head/kernel", "head/bias")
 
 
@@ -195,9 +249,10 @@ def state_dict_to_keras(state_dict, target_shapes, source_format="ff_pth", skip_
         ConversionError: unknown, duplicate or missing keys, mismatched shapes, a
             tensor larger than the model, or a checkpoint of another layout.
     """
-    rules = converter(source_format).rules
+    layout_format = converter(source_format)
+    rules = layout_format.rules
     if skip_head:
-        state_dict = {k: v for k, v in state_dict.items() if k not in _HEAD_KEYS}
+        state_dict = {k: v for k, v in state_dict.items() if k not in layout_format.head_keys}
         target_shapes = {p: s for p, s in target_shapes.items() if p not in _HEAD_PATHS}
     target_count = sum(int(np.prod(s)) for s in target_shapes.values())
     oversized = [f"{k} {tuple(np.shape(v))} ({_size(v):,} elements)"
@@ -313,7 +368,8 @@ def load_state_dict(model, state_dict, source_format, *, skip_head=False, on_non
     skip_head = skip_head or "head/kernel" not in shapes
     check_format(state_dict, source_format, source, model.name)
     arrays = state_dict_to_keras(state_dict, shapes, source_format, skip_head=skip_head)
-    check_finite({k: v for k, v in state_dict.items() if not (skip_head and k in _HEAD_KEYS)},
+    head_keys = converter(source_format).head_keys
+    check_finite({k: v for k, v in state_dict.items() if not (skip_head and k in head_keys)},
                  source, on_nonfinite)
     assign(model, arrays, skip=_HEAD_PATHS if skip_head else ())
     return model

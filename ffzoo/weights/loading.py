@@ -14,7 +14,11 @@ never builds one (this package does not import `ffzoo.models`).
   cached checkpoint again next time, until a full model has been loaded once.)
 - a path to a `.weights.h5` file (written by Keras or `ffzoo convert`).
 - a path to a PyTorch checkpoint (`.pth`) in the layout of the model's family (needs
-  PyTorch): the paper's for `ffvit_*`, FAIR's DeiT (timm) for `deit_*`.
+  PyTorch): the paper's for `ffvit_*`, FAIR's DeiT (timm) for `deit_*`, FAIR's ResMLP for
+  `resmlp_*`, timm's for `gmlp_*`.
+- a path to one of Google's MLP-Mixer `.npz` files (`mixer_*`; no PyTorch needed), or a
+  `.safetensors` file in the family's layout (timm's hub copies, `gmlp_*`; needs the
+  `safetensors` package, not PyTorch).
 """
 
 import json
@@ -26,10 +30,11 @@ import tempfile
 import numpy as np
 
 from ffzoo import files
-from ffzoo.weights import convert, download, presets, pth
+from ffzoo.weights import convert, download, presets, pth, readers
 
 H5_SUFFIX = ".weights.h5"
 PTH_SUFFIXES = (".pth", ".pt")
+CHECKPOINT_SUFFIXES = PTH_SUFFIXES + (readers.NPZ_SUFFIX, readers.SAFETENSORS_SUFFIX)
 
 
 def _is_path(value):
@@ -44,6 +49,26 @@ def converted_path(preset):
 def _require_torch(what):
     if not pth.have_torch():
         raise ImportError(f"{what}: {pth.PTH_EXTRA_HINT}")
+
+
+def _require_reader(path, what):
+    """ImportError when the package that reads the checkpoint `path` is missing."""
+    if path.endswith(PTH_SUFFIXES):
+        _require_torch(f"{what} is a PyTorch checkpoint")
+    elif path.endswith(readers.SAFETENSORS_SUFFIX) and not readers.have_safetensors():
+        raise ImportError(f"{what}: {readers.SAFETENSORS_EXTRA_HINT}")
+
+
+def read_checkpoint(path, ema=False, file_name=None):
+    """`{name: array}` of an authors' checkpoint, read by the extension of `file_name`
+    (default `path`; a download in progress has a temporary name): `.pth` / `.pt`
+    (PyTorch), `.npz` (NumPy), `.safetensors` (the safetensors package)."""
+    kind = file_name or path
+    if kind.endswith(readers.NPZ_SUFFIX):
+        return readers.read_npz(path)
+    if kind.endswith(readers.SAFETENSORS_SUFFIX):
+        return readers.read_safetensors(path)
+    return pth.read_state_dict(path, ema=ema)
 
 
 def _check_imagenet(row, *, include_top, classes, classifier_activation, channels,
@@ -81,8 +106,8 @@ def _check_imagenet(row, *, include_top, classes, classifier_activation, channel
                 f"be None (logits) or 'softmax'; got {classifier_activation!r}."
             )
     if not os.path.exists(converted_path(row)):
-        _require_torch(f"The first load of {model}'s ImageNet weights converts the authors' "
-                       "PyTorch checkpoint")
+        _require_reader(row["file_name"], f"The first load of {model}'s ImageNet weights "
+                                          f"converts the authors' checkpoint; {row['file_name']}")
 
 
 def preset_alias(weights, row):
@@ -123,22 +148,22 @@ def check_weights_argument(weights, *, row, include_top, classes, classifier_act
                         architecture_changes=architecture_changes, skip_head=skip_head)
         return
     path = _checked_path(weights)
-    if path.endswith(PTH_SUFFIXES):
-        _require_torch(f"weights={path!r} is a PyTorch checkpoint")
+    _require_reader(path, f"weights={path!r}")
 
 
 def _checked_path(weights):
-    """`weights` as a path to an existing `.weights.h5` / `.pth` file; `ValueError` otherwise."""
+    """`weights` as a path to an existing `.weights.h5` / checkpoint file; `ValueError` otherwise."""
     if not _is_path(weights):
         raise ValueError(
-            "weights must be None, 'imagenet', or a path to a .weights.h5 file or a .pth "
-            f"checkpoint; got {weights!r}."
+            "weights must be None, 'imagenet', or a path to a .weights.h5 file or a .pth, "
+            f".npz or .safetensors checkpoint; got {weights!r}."
         )
     path = os.fspath(weights)
-    if not (path.endswith(H5_SUFFIX) or path.endswith(PTH_SUFFIXES)):
+    if not (path.endswith(H5_SUFFIX) or path.endswith(CHECKPOINT_SUFFIXES)):
         raise ValueError(
-            f"weights={path!r}: expected a file ending in .weights.h5 (Keras) or .pth "
-            "(an official PyTorch checkpoint)."
+            f"weights={path!r}: expected a file ending in .weights.h5 (Keras) or .pth (an "
+            "official PyTorch checkpoint), or a .npz (Google's MLP-Mixer files) or "
+            ".safetensors checkpoint."
         )
     if not os.path.isfile(path):
         raise ValueError(f"weights={path!r}: no such file.")
@@ -152,7 +177,8 @@ def load(model, source, row, skip_head=False, ema=False):
         model: an ffzoo model (any `include_top`, class count or activation).
         source: `None` (nothing to load), `"imagenet"` (the preset's published weights,
             downloaded and converted once into the cache), a `.weights.h5` file, or a
-            PyTorch checkpoint (`.pth` / `.pt`) in the layout `row["source_format"]`.
+            checkpoint (`.pth` / `.pt`, `.npz`, `.safetensors`) in the layout
+            `row["source_format"]`.
         row: the model's preset row (`ffzoo.weights.preset_for_model(name)`); for a model
             without a preset, a dict with at least `source_format`.
         skip_head: load everything but the classifier, which keeps the values it has
@@ -174,11 +200,11 @@ def load(model, source, row, skip_head=False, ema=False):
     if path.endswith(H5_SUFFIX):
         load_h5(model, path, skip_head=skip_head)
     else:
-        _require_torch(f"weights={path!r} is a PyTorch checkpoint")
+        _require_reader(path, f"weights={path!r}")
         if not (row or {}).get("source_format"):
-            raise ValueError(f"weights={path!r}: a .pth file needs the model's source format "
-                             "(row['source_format'], e.g. 'ff_pth'); none was given.")
-        convert.load_state_dict(model, pth.read_state_dict(path, ema=ema), row["source_format"],
+            raise ValueError(f"weights={path!r}: a checkpoint file needs the model's source "
+                             "format (row['source_format'], e.g. 'ff_pth'); none was given.")
+        convert.load_state_dict(model, read_checkpoint(path, ema=ema), row["source_format"],
                                 skip_head=skip_head, source=path)
     return model
 
@@ -186,17 +212,18 @@ def load(model, source, row, skip_head=False, ema=False):
 def head_classes(source, row):
     """The class count of the classifier that `source` holds, or None when it holds none.
 
-    Reads only shapes: for `"imagenet"` the preset's, for a `.pth` file its
-    `head.weight`, for a `.weights.h5` file its classifier's bias. With it, a caller
+    Reads only shapes: for `"imagenet"` the preset's, for a checkpoint its `head.bias`
+    (`head/bias` in Google's `.npz`), for a `.weights.h5` file its classifier's bias. With it, a caller
     decides `skip_head` without trying a load (see `training/train.py`'s `build_model`).
     """
     source = preset_alias(source, row)
     if isinstance(source, str) and source == "imagenet":
         return (row or {}).get("classes")
     path = _checked_path(source)
-    if path.endswith(PTH_SUFFIXES):
-        _require_torch(f"weights={path!r} is a PyTorch checkpoint")
-        head = pth.read_state_dict(path).get("head.bias")
+    if path.endswith(CHECKPOINT_SUFFIXES):
+        _require_reader(path, f"weights={path!r}")
+        state = read_checkpoint(path)
+        head = state.get("head.bias", state.get("head/bias"))
         return None if head is None else int(head.shape[0])
     import h5py
 
@@ -236,11 +263,12 @@ def _load_imagenet(model, row, skip_head):
             raise ValueError(f"{error} The cached file was removed; the next load converts "
                              "the checkpoint again.") from None
         return
-    _require_torch(f"Converting the {row['model']} checkpoint")
+    _require_reader(row["file_name"], f"Converting the {row['model']} checkpoint "
+                                      f"{row['file_name']}")
     ema = row.get("source_entry") == "model_ema"
 
     def convert_into_model(path, digest):
-        state = pth.read_state_dict(path, ema=ema)
+        state = read_checkpoint(path, ema=ema, file_name=row["file_name"])
         convert.load_state_dict(model, state, row["source_format"], skip_head=skip_head,
                                 source=path)
         if not hashes:
