@@ -113,7 +113,7 @@ def test_the_settings_that_cannot_learn():
     finetune, deit = cfg.load_recipe("finetune"), cfg.load_recipe("deit")
     # The recipes' own settings can.
     assert _problems(finetune, 5, 16) == []
-    assert _problems(deit, 1251, 1024) == []
+    assert _problems(deit, 20, 1024) == []
     assert _problems(cfg.load_recipe("digits"), 44, 32) == []
     # The issue's run: 93 images at batch 16 (5 steps), 1e-4 at 512 scaled linearly.
     old = dict(finetune, lr_scaling="linear", lr_batch_reference=512)
@@ -123,7 +123,7 @@ def test_the_settings_that_cannot_learn():
     assert problem.startswith(f"the learning rates of all 150 steps sum to {expected:.2g} "
                               f"(peak {1e-4 * 16 / 512:.3g}): Adam moves no weight")
     # DeiT's 5 uncapped warm-up epochs in a 3-epoch run.
-    (problem,) = _problems(dict(deit, epochs=3), 1251, 1024)
+    (problem,) = _problems(dict(deit, epochs=3), 20, 1024)
     assert problem.startswith("the whole run is warm-up (3 warm-up epochs of 3)")
     # A peak no higher than the warm-up start: the schedule never rises.
     problems = _problems(dict(finetune, lr=1e-6, warmup_lr=2e-6), 5, 16)
