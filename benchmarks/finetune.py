@@ -263,7 +263,7 @@ def main(argv=None):
                                               len(SOURCE_PHOTOS), pth, source)
         with open(check, "w") as f:
             json.dump({"max_logit_diff": export_diff}, f)
-    harness.log(f"[finetune] wrote {pth}; paper-layout PyTorch model vs Keras: max logit diff "
+    harness.log(f"[finetune] {pth}: paper-layout PyTorch model vs Keras: max logit diff "
                 f"{export_diff:.2e}")
     converted = os.path.join(args.work, "source_ffvit_tiny.weights.h5")
     if not os.path.exists(converted):
