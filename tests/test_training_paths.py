@@ -387,8 +387,9 @@ def test_jit_compile_reaches_model_compile(folder, nano, tmp_path, monkeypatch):
 # ---------------------------------------------------------------------------------------
 
 @pytest.mark.once
-def test_a_training_split_of_unknown_size_or_smaller_than_a_batch(folder, nano, tmp_path,
-                                                                 monkeypatch, capsys):
+def test_a_training_split_of_unknown_size(folder, nano, tmp_path, monkeypatch, capsys):
+    # Only a split of unknown size asks for --steps-per-epoch; one of known size smaller
+    # than the batch trains at its size (tests/test_training_small_data.py).
     def fit(*args, **kwargs):
         raise Reached()
     monkeypatch.setattr(keras.Model, "fit", fit)  # a mutation must not train forever
@@ -402,11 +403,6 @@ def test_a_training_split_of_unknown_size_or_smaller_than_a_batch(folder, nano, 
     assert train.main(_args(folder, tmp_path / "unknown")) == 2
     assert _one_line(capsys) == ("training.train: The training split's size is unknown: pass "
                                  "--steps-per-epoch.\n")
-    monkeypatch.setattr(train, "load_data", load_data)
-    # 48 training images and a batch of 64: no whole batch (the last partial one is dropped).
-    assert train.main(_args(folder, tmp_path / "small", "--batch-size", "64")) == 2
-    assert _one_line(capsys) == ("training.train: The training split has 48 images, fewer than "
-                                 "one batch of 64: pass a smaller --batch-size.\n")
 
 
 @pytest.mark.once

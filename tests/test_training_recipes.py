@@ -56,7 +56,7 @@ def test_the_schema_holds_types_and_help_only():
         assert kind in KINDS and isinstance(text, str) and text, key
     assert set(cfg.RECIPE_KEYS).isdisjoint(cfg.RUN_DEFAULTS)
     assert set(cfg.RECIPE_KEYS) | set(cfg.RUN_DEFAULTS) == set(cfg.SCHEMA)
-    assert len(cfg.RECIPE_KEYS) == 38 and len(cfg.RUN_DEFAULTS) == 10
+    assert len(cfg.RECIPE_KEYS) == 40 and len(cfg.RUN_DEFAULTS) == 10
 
 
 @pytest.mark.once

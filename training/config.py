@@ -36,10 +36,13 @@ SCHEMA = {
     "steps_per_epoch": (int, "steps per epoch (none: a pass over the training split)"),
     "batch_size": (int, "global batch size (all devices)"),
     "eval_batch_size": (int, "evaluation batch size"),
-    "lr": (float, "learning rate at lr_batch_reference; scaled linearly with batch_size"),
+    "lr": (float, "learning rate at lr_batch_reference, scaled with batch_size by lr_scaling"),
     "lr_batch_reference": (int, "batch size that lr is given for"),
+    "lr_scaling": (str, ("'linear' (lr x batch / lr_batch_reference, DeiT's) or 'sqrt' "
+                         "(lr x sqrt(batch / lr_batch_reference), Adam's square-root rule)")),
     "lr_schedule_unit": (str, "'epoch' (DeiT's per-epoch steps) or 'step' (smooth)"),
     "warmup_epochs": (float, "linear warmup epochs"),
+    "warmup_max_fraction": (float, "warm-up lasts at most this fraction of the epochs (1: no cap)"),
     "warmup_lr": (float, "learning rate at the start of warmup"),
     "min_lr": (float, "final learning rate of the cosine"),
     "weight_decay": (float, "AdamW weight decay (not on biases, norms, class token, positions)"),
@@ -124,7 +127,7 @@ def load_recipe(name):
 
 
 # Keys whose value is a name that can itself be "none" (never None).
-_NAMES = {"model", "distribute", "precision", "jit_compile", "lr_schedule_unit"}
+_NAMES = {"model", "distribute", "precision", "jit_compile", "lr_schedule_unit", "lr_scaling"}
 
 
 def _parse(kind, key):
@@ -236,6 +239,7 @@ def validate(config):
     need(c["precision"] in ("float32", "mixed_bfloat16", "mixed_float16"), "precision",
          "float32, mixed_bfloat16 or mixed_float16")
     need(c["lr_schedule_unit"] in ("epoch", "step"), "lr_schedule_unit", "epoch or step")
+    need(c["lr_scaling"] in ("linear", "sqrt"), "lr_scaling", "linear or sqrt")
     need(c["jit_compile"] in ("auto", "true", "false"), "jit_compile", "auto, true or false")
     for key in ("epochs", "batch_size", "eval_batch_size", "repeated_augmentation", "eval_every",
                 "image_size", "lr_batch_reference"):
@@ -254,6 +258,7 @@ def validate(config):
     for key in ("mix_probability", "switch_probability", "random_erasing", "hflip"):
         number(key, 0, 1)
     number("crop_pct", 0, 1, low_open=True)
+    number("warmup_max_fraction", 0, 1)
     for key, high in (("crop_scale", 1), ("crop_ratio", None)):
         value = c[key]
         need(isinstance(value, (tuple, list)) and len(value) == 2 and all(_finite(v) for v in value)

@@ -61,9 +61,16 @@ def load_data(config, replicas, seed_offset=0):
     source = config["data"] or digits.write_folder()
     common = dict(image_size=config["image_size"], data_dir=config["data_dir"],
                   manual_dir=config["manual_dir"])
-    train = fd.load(source, config["train_split"], training=True, batch_size=config["batch_size"],
-                    augment=_augment(config), seed=config["seed"] + seed_offset,
-                    repeats=config["repeated_augmentation"], **common)
+    def training_pipeline(batch_size):
+        return fd.load(source, config["train_split"], training=True, batch_size=batch_size,
+                       augment=_augment(config), seed=config["seed"] + seed_offset,
+                       repeats=config["repeated_augmentation"], **common)
+    train = training_pipeline(config["batch_size"])
+    batch = _batch_for(config["batch_size"], train.num_examples, replicas)
+    if batch != config["batch_size"]:
+        print(f"The training split has {train.num_examples} images, fewer than --batch-size "
+              f"{config['batch_size']}: training at batch {batch}.")
+        train = training_pipeline(batch)
     evaluation = fd.load(source, config["eval_split"], training=False,
                          batch_size=config["eval_batch_size"], crop_pct=config["crop_pct"],
                          one_hot_labels=True, pad_final_batch=replicas > 1,
@@ -74,6 +81,17 @@ def load_data(config, replicas, seed_offset=0):
         train.dataset = train.dataset.with_options(options)
         evaluation.dataset = evaluation.dataset.with_options(options)
     return train, evaluation
+
+
+def _batch_for(batch_size, examples, replicas):
+    """`batch_size`, or for a training split of known size smaller than it, the largest
+    batch no larger than the split that divides over the devices."""
+    if examples is None or examples >= batch_size:
+        return batch_size
+    if examples < replicas:
+        raise cfg.ConfigError(f"The training split has {examples} images, fewer than the "
+                              f"{replicas} devices: one batch needs an image per device.")
+    return examples // replicas * replicas
 
 
 def build_model(config, classes):
@@ -203,7 +221,7 @@ def _prepare_output(config, fresh, worker=0):
             unreadable = None
         if differences and not _has_progress(output):
             # An earlier start ended before its first epoch did (a wrong --data path, a
-            # batch larger than the data, Ctrl-C): nothing to resume, nothing to keep.
+            # bad --weights file, Ctrl-C): nothing to resume, nothing to keep.
             print(f"{output}: the earlier start there ended before its first epoch; starting "
                   "with this command's settings.")
         elif unreadable is not None:
@@ -283,17 +301,22 @@ def set_up(config, plan, output):
     classes = train.num_classes
     steps = _steps_per_epoch(config, train)
     print(f"Training {config['model']} on {train.source.description}: {train.num_examples} images, "
-          f"{classes} classes, {steps} steps of {config['batch_size']} per epoch, "
+          f"{classes} classes, {steps} steps of {train.batch_size} per epoch, "
           f"{plan.name} over {plan.replicas} device(s), {config['precision']}, "
           f"backend {keras.backend.backend()}.")
     with plan.scope():
         model = build_model(config, classes)
-        optimizer, schedule = opt.build(config, model, steps, config["batch_size"])
+        optimizer, schedule = opt.build(config, model, steps, train.batch_size)
         model.compile(optimizer=optimizer,
                       loss=keras.losses.CategoricalCrossentropy(from_logits=True),
                       metrics=_metrics(classes),
                       jit_compile=_jit(config))
         initial_epoch = backup.restore(model)
+    print(f"Learning rate: peak {schedule.base_lr:.3g} at batch {train.batch_size} ({config['lr']:g} "
+          f"at batch {config['lr_batch_reference']}, {config['lr_scaling']} scaling), "
+          f"{schedule.warmup_epochs:g} warm-up epochs of {config['epochs']}.")
+    for problem in opt.schedule_problems(schedule, steps, config["epochs"]):
+        print(f"Warning: this run cannot learn: {problem}")
     if initial_epoch:
         print(f"Resuming from the backup of epoch {initial_epoch}.")
     return Session(config=config, plan=plan, output=output, train=train, evaluation=evaluation,
@@ -311,7 +334,8 @@ def _metrics(classes):
 
 def _steps_per_epoch(config, train):
     """`--steps-per-epoch`, else a pass over the training split (one-line errors when
-    the split is smaller than a batch or of unknown size)."""
+    the split holds no whole batch or is of unknown size: a split of known size smaller
+    than the batch was given a smaller batch by `load_data`)."""
     steps = config["steps_per_epoch"] or train.steps_per_epoch
     if train.steps_per_epoch == 0:  # training drops the last partial batch: none is left
         raise cfg.ConfigError(
@@ -328,7 +352,7 @@ def fit(session):
     s, config = session, session.config
     fit_callbacks = [
         # StopOnNaN checks each epoch's end state before Backup writes it.
-        cb.LearningRate(s.schedule), cb.Throughput(config["batch_size"]), s.nan_stop, s.backup,
+        cb.LearningRate(s.schedule), cb.Throughput(s.train.batch_size), s.nan_stop, s.backup,
         cb.RunFiles(s.backup, s.output),
         keras.callbacks.TensorBoard(os.path.join(s.output, "tensorboard")),
         s.train.callback(), s.evaluation.callback(),
@@ -337,7 +361,7 @@ def fit(session):
         fit_callbacks.append(s.raw_weights)
     terminal = sys.stdout.isatty()
     if not terminal:  # a log file or a pipe: plain lines, last, to show every epoch log
-        fit_callbacks.append(cb.ProgressLines(config["batch_size"], s.steps, config["epochs"]))
+        fit_callbacks.append(cb.ProgressLines(s.train.batch_size, s.steps, config["epochs"]))
     if s.initial_epoch < config["epochs"]:
         interrupt = cb.StopOnInterrupt()
         fit_callbacks.insert(0, interrupt)

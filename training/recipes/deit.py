@@ -27,8 +27,10 @@ RECIPE = dict(
     eval_batch_size=256,
     lr=5e-4,  # at batch 512; 1e-3 at 1024
     lr_batch_reference=512,
+    lr_scaling="linear",  # DeiT's: lr x batch / 512
     lr_schedule_unit="epoch",
     warmup_epochs=5,
+    warmup_max_fraction=1.0,  # no cap: DeiT's 5 epochs
     warmup_lr=1e-6,
     min_lr=1e-5,
     # AdamW, no decay on biases, norms and the class token (positions: see the README).

@@ -24,8 +24,10 @@ RECIPE = dict(
     eval_batch_size=360,
     lr=2e-3,
     lr_batch_reference=32,
+    lr_scaling="linear",
     lr_schedule_unit="step",
     warmup_epochs=1,
+    warmup_max_fraction=1.0,  # no cap
     warmup_lr=1e-5,
     min_lr=1e-5,
     # AdamW.

@@ -1,9 +1,17 @@
 """Fine-tuning a pretrained FF model on another labelled image set.
 
-Starts from the published ImageNet weights (`weights="imagenet"`), replaces the
-classifier with a new head for the dataset's classes, and trains everything with
-DeiT's per-image augmentations (no Mixup or CutMix) at a lower learning rate for 30
-epochs. There is no reference figure: transfer accuracy depends on the dataset.
+Starts from the published ImageNet weights (`weights="imagenet"`) or a converted
+checkpoint (`--weights FILE.pth` / `.weights.h5`), replaces the classifier with a new
+head for the dataset's classes, and trains everything with DeiT's per-image
+augmentations (no Mixup or CutMix) for 30 epochs. There is no reference figure:
+transfer accuracy depends on the dataset (benchmarks/finetune.py measures two small
+folders against training from scratch).
+
+Made for small folders too. Batch 16 (a folder smaller than the batch trains at a batch
+of its size, saying so); the learning rate 1e-4 is stated at that batch and follows
+other batches by the square-root rule for Adam (lr x sqrt(batch / 16): 4e-4 at 256,
+7e-5 at 8), not DeiT's linear rule, which at small batches gives rates too low to learn
+anything (1e-4 at 512 is 3e-6 at 16). Warm-up: 2 epochs, at most a tenth of the run.
 
     python -m training.train --recipe finetune --model ffvit_tiny_patch16_224 \\
         --data path/to/folder --eval-split val
@@ -18,14 +26,17 @@ RECIPE = dict(
     eval_split="val",
     image_size=224,
     crop_pct=0.875,
-    # Schedule: 2 warm-up epochs, then cosine, evaluated at every step.
+    # Schedule: 2 warm-up epochs (at most a tenth of the run), then cosine, evaluated at
+    # every step.
     epochs=30,
-    batch_size=256,
+    batch_size=16,
     eval_batch_size=256,
-    lr=1e-4,  # at batch 512
-    lr_batch_reference=512,
+    lr=1e-4,  # at batch 16
+    lr_batch_reference=16,
+    lr_scaling="sqrt",  # lr x sqrt(batch / 16)
     lr_schedule_unit="step",
     warmup_epochs=2,
+    warmup_max_fraction=0.1,
     warmup_lr=1e-6,
     min_lr=1e-6,
     # AdamW.
