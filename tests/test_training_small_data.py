@@ -154,3 +154,20 @@ def test_the_new_keys_are_validated(flag, value, message):
     with pytest.raises(cfg.ConfigError) as error:
         cfg.resolve(["--recipe", "finetune", flag, value])
     assert str(error.value) == message
+
+
+@pytest.mark.once
+def test_a_run_saved_before_the_new_keys_resumes(tmp_path):
+    """A config.json written before `lr_scaling` and `warmup_max_fraction` existed resumes
+    under the deit recipe (which states them with the behaviour runs had then) and not
+    under finetune's square-root rule."""
+    import json
+
+    for recipe, differs in (("deit", []), ("finetune", ["lr_scaling", "warmup_max_fraction"])):
+        config, _ = cfg.resolve(["--recipe", recipe, "--data", "digits",
+                                 "--output", str(tmp_path / recipe)])
+        old = {k: v for k, v in json.loads(json.dumps(config)).items()
+               if k not in ("lr_scaling", "warmup_max_fraction")}
+        path = tmp_path / f"{recipe}.json"
+        path.write_text(json.dumps(old))
+        assert cfg.saved_differences(config, path) == differs, recipe

@@ -268,6 +268,11 @@ def validate(config):
         raise ConfigError("; ".join(problems) + ".")
 
 
+# Keys added after runs were saved without them, with the value that behaves as before
+# they existed: a run saved before resumes under a recipe that states them so.
+ADDED_KEYS = {"lr_scaling": "linear", "warmup_max_fraction": 1.0}
+
+
 def saved_differences(config, path):
     """Keys whose values differ from the config saved at `path` (for resuming)."""
     with open(path) as f:
@@ -275,6 +280,7 @@ def saved_differences(config, path):
     normal = json.loads(json.dumps(config))
     if not isinstance(saved, dict):
         raise ValueError("not a configuration")
+    saved = {**ADDED_KEYS, **saved}
     # The output directory is where the run is, whatever its spelling (relative,
     # absolute, trailing /), not part of what the run is.
     keys = (set(saved) | set(normal)) - {"output"}
