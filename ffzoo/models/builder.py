@@ -33,7 +33,8 @@ class Family:
         `ffzoo.weights.convert.CONVERTERS`), used for `.pth` files of models without
         a preset row.
     fixed_token_count: whether the blocks only accept the token count they were built
-        for (the token FF), so the input size is fixed up to the patch rounding.
+        for (the token FF, the MLP families' token mixers), so the input size is fixed
+        up to the patch rounding.
     token_count_hint: said after the error for an input of another token count.
     block_layer: the name Keras saves the family's block layers under in a
         `.weights.h5` file (its block class in snake case, `"ff_block"`), by which a
