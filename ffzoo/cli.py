@@ -99,6 +99,24 @@ def _predict_run(args):
             print(f"  {rank}. {names[index]:<32} {row[index]:.4f}")
 
 
+def eval_preprocessing(model_name):
+    """`ffzoo.preprocess_image`'s arguments for `model_name`'s pretrained weights: its
+    preset row's evaluation transform (crop size, crop fraction, mean, std), or DeiT's
+    (`preprocess_image`'s defaults) for a model whose row records none.
+
+    `preprocess_image` resizes the shorter side (bicubic, antialiased) and crops the
+    centre; the Mixer presets' own transform (the whole image squashed to 224 x 224,
+    bilinear) is the same crop on square images, with another interpolation."""
+    import ffzoo
+
+    row = ffzoo.weights.preset_for_model(model_name)
+    preprocessing = (row or {}).get("preprocessing")
+    if not preprocessing:
+        return {}
+    return {"image_size": preprocessing["crop_size"], "crop_pct": preprocessing["crop_fraction"],
+            "mean": tuple(preprocessing["mean"]), "std": tuple(preprocessing["std"])}
+
+
 def _cmd_predict(args):
     import numpy as np
 
@@ -124,7 +142,8 @@ def _cmd_predict(args):
         if row is None or row["source_url"] is None:
             raise ValueError(f"{args.model} has no published weights to pin.")
         os.environ[ffzoo.weights.pin_variable(row)] = args.sha256
-    batch = np.stack([ffzoo.preprocess_image(_read_image(p)) for p in args.images])
+    settings = eval_preprocessing(args.model)
+    batch = np.stack([ffzoo.preprocess_image(_read_image(p), **settings) for p in args.images])
     model = ffzoo.create_model(args.model, weights=args.weights)
     results = ffzoo.decode_predictions(model.predict(batch, verbose=0), top=args.top)
     for path, result in zip(args.images, results):
@@ -188,7 +207,9 @@ def build_parser():
     predict.add_argument("--run", dest="run_dir", metavar="RUN_DIR", default=None,
                          help="a training run's directory (ffzoo train's --output): its model, "
                               "preprocessing and class names, instead of --model and --weights")
-    predict.add_argument("--model", default=None, help=f"registered model name (default: {DEFAULT_MODEL})")
+    predict.add_argument("--model", default=None,
+                         help=f"registered model name (default: {DEFAULT_MODEL}); the images "
+                              "get its preset's evaluation preprocessing (mean, std, crop)")
     predict.add_argument("--weights", default=None,
                          help="'imagenet' (default) or a .weights.h5 / .pth path")
     predict.add_argument("--top", type=int, default=5,

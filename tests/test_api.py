@@ -86,6 +86,10 @@ CALLS = {
     "DeiTTiny": lambda **kw: ffzoo.DeiTTiny(**kw),
     "FFViT": lambda **kw: families.small_model("ffvit", **kw),
     "DeiT": lambda **kw: families.small_model("deit", **kw),
+    # the all-MLP families' constructors check their **kwargs the same way
+    "create_model_gmlp": lambda **kw: ffzoo.create_model("gmlp_ti16_224", **kw),
+    "MixerB16": lambda **kw: ffzoo.MixerB16(**kw),
+    "ResMLP": lambda **kw: ffzoo.ResMLP(patch_size=8, embed_dim=24, depth=2, image_size=32, **kw),
 }
 SPELLINGS = [
     (dict(num_classes=10), r"Unknown argument num_classes=10\. ffzoo spells it classes="),

@@ -286,3 +286,91 @@ def test_safetensors_without_the_package_is_one_line(tmp_path, monkeypatch):
                                           r"pip install 'ffzoo\[safetensors\]' \(PyTorch is "
                                           r"not needed\)\.$"):
         _small("gmlp", weights=reference.path)
+
+
+# -- the one build path's features: feature_blocks= and the wrong-variant error ----------
+
+def test_mixer_feature_blocks_are_the_blocks_outputs(tmp_path, record):
+    """feature_blocks=(0, -1) of a three-block Mixer loaded from a Google `.npz`: each map
+    is the full model's own block output as a grid, and, after the final LayerNorm (NumPy,
+    the file's parameters), the reference's tokens of the model cut after that block."""
+    params = numpy_mixer.random_params(0, **dict(numpy_mixer.TINY_TEST, num_blocks=3))
+    path = os.path.join(tmp_path, "Mixer.npz")
+    numpy_mixer.save_npz(params, path)
+    dims = dict(SMALL["mixer"], depth=3)
+    features = ffzoo.MLPMixer(**dims, include_top=False, feature_blocks=(0, -1), weights=path)
+    full = ffzoo.MLPMixer(**dims, include_top=False, weights=path)
+    images = _images(32, batch=2)
+    got = features.predict(images, verbose=0)
+    assert [g.shape for g in got] == [(2, 4, 4, 24)] * 2
+    blocks = keras.Model(full.input, [full.get_layer(f"block_{i}").output for i in (0, 2)])
+    for have, want in zip(got, blocks.predict(images, verbose=0)):
+        np.testing.assert_allclose(have, want.reshape(2, 4, 4, 24), atol=1e-5)
+    for have, kept in zip(got, (1, 3)):
+        cut = {k: v for k, v in params.items() if not k.startswith("MixerBlock_")
+               or int(k.split("/")[0][len("MixerBlock_"):]) < kept}
+        want = numpy_mixer.forward_tokens(cut, images)
+        normed = numpy_mixer.layer_norm(have.reshape(2, 16, 24), params, "pre_head_layer_norm")
+        difference = float(np.max(np.abs(normed - want)))
+        record(f"feature_blocks vs numpy reference, mixer block {kept - 1}", difference)
+        assert difference < 1e-4
+    # the model stops at the last chosen block: no final norm, every block's weights
+    assert len(features.weights) == len(full.weights) - 2
+    keras.backend.clear_session()
+
+
+@pytest.mark.once
+def test_wrong_variant_weights_file_names_the_variant(tmp_path):
+    """A `.weights.h5` of another variant names the one it holds, told apart by the
+    blocks' kind: ResMLP-S12 and DeiT-S share patch 16, width 384 and depth 12."""
+    resmlp, deit = ffzoo.ResMLP12(), ffzoo.DeiTSmall()
+    resmlp_file = str(tmp_path / "resmlp.weights.h5")
+    deit_file = str(tmp_path / "deit.weights.h5")
+    resmlp.save_weights(resmlp_file)
+    deit.save_weights(deit_file)
+    dims = "patch 16, width 384, depth 12"
+    cases = [(resmlp, deit_file, "resmlp_12_224", f"deit_small_patch16_224 ({dims}, "
+                                                  "attention_block blocks)"),
+             (deit, resmlp_file, "deit_small_patch16_224", f"resmlp_12_224 ({dims}, "
+                                                           "res_mlp_block blocks)")]
+    for model, path, target, held in cases:
+        with pytest.raises(ValueError) as error:
+            ffzoo.weights.load(model, path, None)
+        assert str(error.value) == (f"{path} does not hold the weights of {target}: it seems "
+                                    f"to hold {held}.")
+    keras.backend.clear_session()
+
+
+@pytest.mark.once
+@pytest.mark.parametrize("name,size", [("resmlp_12_224", 248), ("mixer_b16_224", 224)])
+def test_predict_uses_the_presets_own_preprocessing(name, size, tmp_path, monkeypatch, capsys):
+    """`ffzoo predict --model NAME` feeds the model its preset's evaluation transform:
+    ResMLP's crop fraction 0.9 (a 248 px image is only cropped, 12 px off each side) with
+    ImageNet's mean and std, Mixer's crop fraction 1 (a 224 px image is only normalized)
+    with mean = std = 0.5. The oracle crops and normalizes by hand (DeiT's transform
+    would resize to 256 first)."""
+    from PIL import Image
+
+    from ffzoo import cli
+
+    pixels = np.random.default_rng(3).integers(0, 256, (size, size, 3), dtype=np.uint8)
+    path = str(tmp_path / "photo.png")
+    Image.fromarray(pixels).save(path)
+    fed = []
+
+    class Recorder:
+        def predict(self, batch, verbose=0):
+            fed.append(batch)
+            scores = np.zeros((len(batch), 1000), np.float32)
+            scores[:, 7] = 1.0
+            return scores
+
+    monkeypatch.setattr(ffzoo, "create_model", lambda model, weights: Recorder())
+    assert cli.main(["predict", path, "--model", name, "--top", "1"]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == path
+    row = ffzoo.weights.preset_for_model(name)["preprocessing"]
+    offset = (size - 224) // 2
+    crop = pixels[offset:offset + 224, offset:offset + 224] / 255.0
+    want = (crop - np.array(row["mean"])) / np.array(row["std"])
+    assert fed[0].shape == (1, 224, 224, 3)
+    np.testing.assert_allclose(fed[0][0], want, atol=1e-5)

@@ -33,11 +33,25 @@ class Family:
         `ffzoo.weights.convert.CONVERTERS`), used for `.pth` files of models without
         a preset row.
     fixed_token_count: whether the blocks only accept the token count they were built
-        for (the token FF), so the input size is fixed up to the patch rounding.
+        for (the token FF, the MLP families' token mixers), so the input size is fixed
+        up to the patch rounding.
     token_count_hint: said after the error for an input of another token count.
     block_layer: the name Keras saves the family's block layers under in a
         `.weights.h5` file (its block class in snake case, `"ff_block"`), by which a
         file of the wrong family is recognised; `""` matches a file by its dims only.
+
+    class_token: whether the stem prepends a class token and adds a learned position
+        embedding (the ViT stem, `pos_embed`); False: the patch tokens alone (the
+        all-MLP families, whose stem ends in a `Reshape` named `tokens`).
+    head_pool: what the classifier reads, `"token"` (the class token) or `"mean"`
+        (the mean over all tokens).
+    head_initializer: the classifier kernel's initializer (a Keras name, e.g.
+        `"zeros"` as timm's Mixer and gMLP); None: normal with std 0.02, as the
+        reference ViT code.
+    head_dropout: dropout at `drop_rate` before the classifier (the MLP families);
+        the ViT stem always has its own after the position embedding.
+    uniform_drop_path: the same stochastic-depth rate in every block (as the MLP
+        authors' code) instead of one rising linearly from 0.
 
     The family's `blocks` function (see `build_model_with_cfg`) names its blocks
     `block_0`, `block_1`, ...: `feature_blocks=` reads their outputs by these names.
@@ -48,8 +62,17 @@ class Family:
     fixed_token_count: bool
     token_count_hint: str = ""
     block_layer: str = ""
+    class_token: bool = True
+    head_pool: str = "token"
+    head_initializer: str = None
+    head_dropout: bool = False
+    uniform_drop_path: bool = False
 
     def __post_init__(self):
+        if self.head_pool not in ("token", "mean") or (self.head_pool == "token"
+                                                       and not self.class_token):
+            raise ValueError(f"Family {self.name}: head_pool must be 'token' (with a class "
+                             f"token) or 'mean'; got {self.head_pool!r}.")
         registry.SOURCE_FORMATS[self.name] = self.source_format
         if self.block_layer:
             ffweights.presets.register_block_layer(self.name, self.block_layer)
@@ -70,14 +93,14 @@ class ModelSpec:
     feature_blocks: tuple = None  # normalized block indices (0 .. depth - 1), or None
 
 
-def describe_dims(dims):
+def describe_dims(dims, class_token=True):
     size, patch = dims["image_size"], dims["patch_size"]
-    tokens = 1 + (size // patch) ** 2
+    tokens = int(class_token) + (size // patch) ** 2
     heads = f", {dims['num_heads']} heads" if "num_heads" in dims else ""
-    return (
-        f"patch {patch}, width {dims['embed_dim']}, depth {dims['depth']}{heads}, "
-        f"MLP ratio {dims['mlp_ratio']:g}, {size} px input ({tokens} tokens)"
-    )
+    ratio = f", MLP ratio {dims['mlp_ratio']:g}" if "mlp_ratio" in dims else ""
+    count = f"{tokens} tokens" if class_token else f"{tokens} tokens, no class token"
+    return (f"patch {patch}, width {dims['embed_dim']}, depth {dims['depth']}{heads}{ratio}, "
+            f"{size} px input ({count})")
 
 
 # The keras.applications arguments (and the two regularization rates) every family's
@@ -118,8 +141,11 @@ def variant_arguments(variants, variant, arguments, family_arguments):
     return dims, arguments, own
 
 
-def drop_path_rates(drop_path_rate, depth):
-    """Stochastic depth per block, rising linearly from 0 to `drop_path_rate`."""
+def drop_path_rates(drop_path_rate, depth, uniform=False):
+    """Stochastic depth per block, rising linearly from 0 to `drop_path_rate` (or
+    `drop_path_rate` in every block with `uniform`)."""
+    if uniform:
+        return [float(drop_path_rate)] * depth
     return [float(r) for r in np.linspace(0.0, drop_path_rate, depth)]
 
 
@@ -169,6 +195,10 @@ def _resolve_input_shape(input_tensor, input_shape, image_size, channels_first):
     return input_shape
 
 
+# The poolings of a family without a class token (`include_top=False`).
+POOLING_MODES_NO_TOKEN = ("avg", "max")
+
+
 def check_feature_blocks(feature_blocks, depth, include_top, pooling):
     """`feature_blocks` as a tuple of block indices in 0 .. depth - 1 (negative ones
     count from the end, as in Python), or None; raises `ValueError`."""
@@ -209,21 +239,31 @@ def validate_arguments(family, dims, row, arguments, architecture_changes=(), sk
     include_top, pooling, classes = (arguments[k] for k in ("include_top", "pooling", "classes"))
     classifier_activation = arguments["classifier_activation"]
     patch_size, image_size = dims["patch_size"], dims["image_size"]
-    num_tokens = 1 + (image_size // patch_size) ** 2 if isinstance(image_size, int) else None
+    extra = int(family.class_token)  # the class token
+    num_tokens = extra + (image_size // patch_size) ** 2 if isinstance(image_size, int) else None
 
     if not isinstance(include_top, bool):
         raise ValueError(f"include_top must be True or False; got {include_top!r}.")
-    if pooling is not None and pooling not in ffl.POOLING_MODES:
+    if family.class_token and pooling is not None and pooling not in ffl.POOLING_MODES:
         raise ValueError(
             f"pooling={pooling!r} is not supported; use None, "
             + ", ".join(repr(m) for m in ffl.POOLING_MODES)
             + "."
         )
-    if include_top and pooling not in (None, "token"):
+    if not family.class_token and pooling is not None and pooling not in POOLING_MODES_NO_TOKEN:
         raise ValueError(
-            f"pooling={pooling!r} needs include_top=False: the classifier reads the class "
-            "token. Use include_top=False to get pooled features."
+            f"pooling={pooling!r} is not supported by {arguments['name']} (it has no class "
+            "token); use None (all tokens), 'avg' or 'max'.")
+    head_pooling = "token" if family.head_pool == "token" else "avg"
+    if include_top and pooling not in (None, head_pooling):
+        reads, other = (("the class token", "pooled") if family.head_pool == "token"
+                        else ("the mean over the tokens", "max-pooled"))
+        raise ValueError(
+            f"pooling={pooling!r} needs include_top=False: the classifier reads {reads}. "
+            f"Use include_top=False to get {other} features."
         )
+    if include_top and not family.class_token:
+        pooling = None  # the classifier's own pooling
     if isinstance(classes, bool) or not isinstance(classes, (int, np.integer)) or classes < 1:
         raise ValueError(f"classes must be an integer >= 1; got {classes!r}.")
     feature_blocks = check_feature_blocks(arguments.get("feature_blocks"), dims["depth"],
@@ -245,12 +285,13 @@ def validate_arguments(family, dims, row, arguments, architecture_changes=(), sk
             f"input_shape {shape} is smaller than one {patch_size} x {patch_size} patch."
         )
     grid = (height // patch_size, width // patch_size)
-    if family.fixed_token_count and 1 + grid[0] * grid[1] != num_tokens:
+    if family.fixed_token_count and extra + grid[0] * grid[1] != num_tokens:
         side = image_size // patch_size
+        counted = "a class token and " if extra else ""
         raise ValueError(
-            f"{arguments['name']} mixes exactly {num_tokens} tokens (a class token and {side} x {side} "
+            f"{arguments['name']} mixes exactly {num_tokens} tokens ({counted}{side} x {side} "
             f"patches of {patch_size} px), but input_shape {shape} gives a "
-            f"{grid[0]} x {grid[1]} patch grid ({1 + grid[0] * grid[1]} tokens). Inputs of "
+            f"{grid[0]} x {grid[1]} patch grid ({extra + grid[0] * grid[1]} tokens). Inputs of "
             f"{side * patch_size} to {(side + 1) * patch_size - 1} px per side work (any "
             f"height and width with (h // {patch_size}) * (w // {patch_size}) == {side * side}). "
             f"{family.token_count_hint}To build an untrained model for another input size, "
@@ -280,8 +321,9 @@ def validate_arguments(family, dims, row, arguments, architecture_changes=(), sk
     )
 
 
-def _embed_patches(spec, patch_size, embed_dim, pos_grid_size, drop_rate):
-    """Input -> patch embedding -> class token and positions -> dropout.
+def _embed_patches(spec, family, dims, drop_rate):
+    """Input -> patch embedding -> the tokens: with the family's class token, the class
+    token and positions, then dropout; without, the patches as a token sequence.
 
     Returns `(model_inputs, tokens)`.
     """
@@ -294,7 +336,11 @@ def _embed_patches(spec, patch_size, embed_dim, pos_grid_size, drop_rate):
         x = spec.input_tensor
     if spec.channels_first:
         x = keras.layers.Permute((2, 3, 1), name="to_channels_last")(x)
-    x = ffl.PatchEmbedding(patch_size, embed_dim, name="patch_embed")(x)
+    x = ffl.PatchEmbedding(dims["patch_size"], dims["embed_dim"], name="patch_embed")(x)
+    if not family.class_token:
+        num_tokens = (dims["image_size"] // dims["patch_size"]) ** 2
+        return inputs, keras.layers.Reshape((num_tokens, dims["embed_dim"]), name="tokens")(x)
+    pos_grid_size = dims["pos_grid_size"]
     x = ffl.ClassTokenPositionEmbedding(
         grid_size=(pos_grid_size, pos_grid_size), name="pos_embed"
     )(x)
@@ -310,21 +356,37 @@ def _head_dtype():
     return policy
 
 
-def _finish_model(spec, inputs, tokens):
-    """Final LayerNorm, then the classifier or the requested pooling; a `keras.Model`."""
-    x = keras.layers.LayerNormalization(epsilon=ffl.LAYER_NORM_EPSILON, name="norm")(tokens)
+def _pool(family, mode):
+    if family.class_token:
+        return ffl.TokenPooling(mode, name="pool")
+    pooling = {"avg": keras.layers.GlobalAveragePooling1D,
+               "max": keras.layers.GlobalMaxPooling1D}[mode]
+    return pooling(data_format="channels_last", name="pool")
+
+
+def _layer_norm(name):
+    return keras.layers.LayerNormalization(epsilon=ffl.LAYER_NORM_EPSILON, name=name)
+
+
+def _finish_model(spec, family, inputs, tokens, final_norm, drop_rate):
+    """Final norm, then the classifier or the requested pooling; a `keras.Model`."""
+    x = final_norm("norm")(tokens)
     if spec.include_top:
-        x = ffl.TokenPooling("token", name="pool")(x)
+        x = _pool(family, "token" if family.head_pool == "token" else "avg")(x)
+        if family.head_dropout and drop_rate > 0.0:
+            x = keras.layers.Dropout(drop_rate, name="head_drop")(x)
+        initializer = family.head_initializer or keras.initializers.RandomNormal(
+            stddev=ffl.REFERENCE_STD)
         x = keras.layers.Dense(
             spec.classes,
             activation=spec.classifier_activation,
-            kernel_initializer=keras.initializers.RandomNormal(stddev=ffl.REFERENCE_STD),
+            kernel_initializer=initializer,
             bias_initializer="zeros",
             dtype=_head_dtype(),
             name="head",
         )(x)
     elif spec.pooling is not None:
-        x = ffl.TokenPooling(spec.pooling, name="pool")(x)
+        x = _pool(family, spec.pooling)(x)
     return keras.Model(inputs, x, name=spec.name)
 
 
@@ -343,13 +405,13 @@ APPLICATION_DEFAULTS = dict(include_top=True, weights=None, input_tensor=None, i
 
 
 def build_model_with_cfg(family, dims, row, arguments, blocks, architecture_changes=(),
-                         skip_head=False):
+                         skip_head=False, final_norm=_layer_norm):
     """Builds one model of `family` and loads its weights; returns a `keras.Model`.
 
     Args:
         family: the `Family`.
         dims: the architecture (`patch_size`, `embed_dim`, `depth`, `image_size`,
-            `pos_grid_size`, and what the family's blocks read).
+            `pos_grid_size` with a class token, and what the family's blocks read).
         row: the preset row of the registered model these dims come from (None for
             custom dims), read once by the constructor and handed on to the loader.
         arguments: the keras.applications arguments, `drop_rate` and `drop_path_rate`
@@ -359,6 +421,8 @@ def build_model_with_cfg(family, dims, row, arguments, blocks, architecture_chan
             `"image_size=384"`); pretrained weights then do not fit.
         skip_head: load every weight but the classifier (fine-tuning with another
             class count; see `ffzoo.weights.load`).
+        final_norm: `final_norm(name) -> layer`, the norm before the head (default
+            LayerNorm, epsilon 1e-6; ResMLP's is an `Affine`).
 
     With `feature_blocks`, the whole model without its head is built and loaded (so
     `weights=` give pretrained features), then cut to the chosen blocks' outputs.
@@ -366,10 +430,10 @@ def build_model_with_cfg(family, dims, row, arguments, blocks, architecture_chan
     arguments = {**APPLICATION_DEFAULTS, **arguments}
     spec = validate_arguments(family, dims, row, arguments, architecture_changes, skip_head)
     drop_rate = arguments["drop_rate"]
-    inputs, x = _embed_patches(spec, dims["patch_size"], dims["embed_dim"],
-                               dims["pos_grid_size"], drop_rate)
-    x = blocks(x, drop_path_rates(arguments["drop_path_rate"], dims["depth"]))
-    model = _finish_model(spec, inputs, x)
+    inputs, x = _embed_patches(spec, family, dims, drop_rate)
+    x = blocks(x, drop_path_rates(arguments["drop_path_rate"], dims["depth"],
+                                  family.uniform_drop_path))
+    model = _finish_model(spec, family, inputs, x, final_norm, drop_rate)
     source_row = row if row is not None else {"model": None, "source_format": family.source_format}
     ffweights.load(model, arguments["weights"], source_row, skip_head=skip_head)
     if spec.feature_blocks is not None:

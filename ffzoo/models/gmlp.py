@@ -11,14 +11,15 @@ The hub copy (`model.safetensors`) loads without PyTorch (`pip install 'ffzoo[sa
 timm's `.pth` release has the same keys. gMLP-Ti/16 and gMLP-B/16 have no public weights.
 """
 
-import keras
-
 from ffzoo import mlp_layers
-from ffzoo.models import builder, mlp_common
+from ffzoo.models import builder, mlp_docs
 from ffzoo.models.registry import register_model
 from ffzoo.weights import preset_for_model, register_preset
 
-FAMILY = builder.Family(name="gmlp", source_format="timm_gmlp", fixed_token_count=False)
+FAMILY = builder.Family(
+    name="gmlp", source_format="timm_gmlp", fixed_token_count=True,
+    block_layer="gating_block", class_token=False, head_pool="mean",
+    head_initializer="zeros", head_dropout=True, uniform_drop_path=True)
 
 # The paper's Table 1 (and timm's gmlp_ti16_224 / gmlp_s16_224 / gmlp_b16_224): 30 blocks.
 VARIANTS = {
@@ -67,24 +68,24 @@ PRETRAINED = [
 
 
 def _build(variant, dims, arguments):
-    def blocks(x, num_tokens, drop_path_rates):
+    num_tokens = (dims["image_size"] // dims["patch_size"]) ** 2
+
+    def blocks(x, drop_path_rates):
         for i, rate in enumerate(drop_path_rates):
             x = mlp_layers.GatingBlock(
                 num_tokens, dims["embed_dim"], int(dims["embed_dim"] * dims["mlp_ratio"]),
                 dropout_rate=arguments["drop_rate"], drop_path_rate=rate, name=f"block_{i}")(x)
         return x
 
-    def final_norm(name):
-        return keras.layers.LayerNormalization(epsilon=1e-6, name=name)
-
     row = preset_for_model(variant) if variant else None
     changes = builder.architecture_changes(dims, VARIANTS.get(variant))
-    return mlp_common.build_mlp_model(FAMILY, dims, row, arguments, blocks, final_norm, changes)
+    return builder.build_model_with_cfg(FAMILY, dims, row, arguments, blocks, changes)
 
 
 def GMLP(patch_size, embed_dim, depth, mlp_ratio=6.0, image_size=224, include_top=True,
          weights=None, input_tensor=None, input_shape=None, pooling=None, classes=1000,
-         classifier_activation="softmax", name="gmlp", drop_rate=0.0, drop_path_rate=0.0):
+         classifier_activation="softmax", name="gmlp", drop_rate=0.0, drop_path_rate=0.0,
+         feature_blocks=None, **kwargs):
     """Builds a gMLP of any dims as a functional `keras.Model`.
 
     Args:
@@ -106,8 +107,9 @@ def _variant(variant, arguments):
 
 def _document(constructor, variant, summary):
     published = variant in {r["model"] for r in PRETRAINED if r["source_url"]}
-    constructor.__doc__ = mlp_common._DOC.format(
-        summary=summary, variant=variant, dims=mlp_common.describe_dims(VARIANTS[variant]),
+    constructor.__doc__ = mlp_docs.DOC.format(
+        summary=summary, variant=variant,
+        dims=builder.describe_dims(VARIANTS[variant], class_token=False),
         image_size=VARIANTS[variant]["image_size"],
         imagenet=("timm's published weights, see weights/README.md" if published
                   else "not available: this model has no public weights"),
@@ -120,19 +122,22 @@ def _document(constructor, variant, summary):
 
 def GMLPTiny16(include_top=True, weights=None, input_tensor=None, input_shape=None,
                pooling=None, classes=1000, classifier_activation="softmax", name=None,
-               drop_rate=0.0, drop_path_rate=0.0, image_size=None):
+               drop_rate=0.0, drop_path_rate=0.0, image_size=None, feature_blocks=None,
+               **kwargs):
     return _variant("gmlp_ti16_224", locals())
 
 
 def GMLPSmall16(include_top=True, weights=None, input_tensor=None, input_shape=None,
                 pooling=None, classes=1000, classifier_activation="softmax", name=None,
-                drop_rate=0.0, drop_path_rate=0.0, image_size=None):
+                drop_rate=0.0, drop_path_rate=0.0, image_size=None, feature_blocks=None,
+                **kwargs):
     return _variant("gmlp_s16_224", locals())
 
 
 def GMLPBase16(include_top=True, weights=None, input_tensor=None, input_shape=None,
                pooling=None, classes=1000, classifier_activation="softmax", name=None,
-               drop_rate=0.0, drop_path_rate=0.0, image_size=None):
+               drop_rate=0.0, drop_path_rate=0.0, image_size=None, feature_blocks=None,
+               **kwargs):
     return _variant("gmlp_b16_224", locals())
 
 

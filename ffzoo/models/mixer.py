@@ -9,14 +9,15 @@ assume (`gelu="erf"` gives timm's port). Google's `.npz` files load directly
 (`weights="Mixer-B_16.npz"`, any backend, no PyTorch).
 """
 
-import keras
-
 from ffzoo import mlp_layers
-from ffzoo.models import builder, mlp_common
+from ffzoo.models import builder, mlp_docs
 from ffzoo.models.registry import register_model
 from ffzoo.weights import preset_for_model, register_preset
 
-FAMILY = builder.Family(name="mixer", source_format="big_vision_npz", fixed_token_count=False)
+FAMILY = builder.Family(
+    name="mixer", source_format="big_vision_npz", fixed_token_count=True,
+    block_layer="mixer_block", class_token=False, head_pool="mean",
+    head_initializer="zeros", head_dropout=True, uniform_drop_path=True)
 
 # vit_jax/configs/models.py: get_mixer_b16_config, get_mixer_l16_config.
 VARIANTS = {
@@ -61,7 +62,9 @@ PRETRAINED = [
 
 
 def _build(variant, dims, arguments, gelu):
-    def blocks(x, num_tokens, drop_path_rates):
+    num_tokens = (dims["image_size"] // dims["patch_size"]) ** 2
+
+    def blocks(x, drop_path_rates):
         for i, rate in enumerate(drop_path_rates):
             x = mlp_layers.MixerBlock(
                 num_tokens, dims["embed_dim"], dims["tokens_mlp_dim"], dims["channels_mlp_dim"],
@@ -69,19 +72,16 @@ def _build(variant, dims, arguments, gelu):
                 name=f"block_{i}")(x)
         return x
 
-    def final_norm(name):
-        return keras.layers.LayerNormalization(epsilon=1e-6, name=name)
-
     row = preset_for_model(variant) if variant else None
     # gelu="erf" keeps every shape: the published weights load (their accuracy assumes tanh)
     changes = builder.architecture_changes(dims, VARIANTS.get(variant))
-    return mlp_common.build_mlp_model(FAMILY, dims, row, arguments, blocks, final_norm, changes)
+    return builder.build_model_with_cfg(FAMILY, dims, row, arguments, blocks, changes)
 
 
 def MLPMixer(patch_size, embed_dim, depth, tokens_mlp_dim, channels_mlp_dim, image_size=224,
              include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
              classes=1000, classifier_activation="softmax", name="mixer", drop_rate=0.0,
-             drop_path_rate=0.0, gelu="tanh"):
+             drop_path_rate=0.0, gelu="tanh", feature_blocks=None, **kwargs):
     """Builds an MLP-Mixer of any dims as a functional `keras.Model`.
 
     Args:
@@ -103,8 +103,9 @@ def _variant(variant, arguments):
 
 
 def _document(constructor, variant, summary):
-    constructor.__doc__ = mlp_common._DOC.format(
-        summary=summary, variant=variant, dims=mlp_common.describe_dims(VARIANTS[variant]),
+    constructor.__doc__ = mlp_docs.DOC.format(
+        summary=summary, variant=variant,
+        dims=builder.describe_dims(VARIANTS[variant], class_token=False),
         image_size=VARIANTS[variant]["image_size"],
         imagenet="Google's published checkpoint, see weights/README.md",
         file_kind="one of Google's Mixer `.npz` files (Flax parameter paths)",
@@ -115,13 +116,15 @@ def _document(constructor, variant, summary):
 
 def MixerB16(include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
              classes=1000, classifier_activation="softmax", name=None, drop_rate=0.0,
-             drop_path_rate=0.0, gelu="tanh", image_size=None):
+             drop_path_rate=0.0, gelu="tanh", image_size=None, feature_blocks=None,
+             **kwargs):
     return _variant("mixer_b16_224", locals())
 
 
 def MixerL16(include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
              classes=1000, classifier_activation="softmax", name=None, drop_rate=0.0,
-             drop_path_rate=0.0, gelu="tanh", image_size=None):
+             drop_path_rate=0.0, gelu="tanh", image_size=None, feature_blocks=None,
+             **kwargs):
     return _variant("mixer_l16_224", locals())
 
 

@@ -8,15 +8,15 @@ vector, a final `Affine`, the mean over patches, the classifier. FAIR's `.pth` f
 directly (`weights="resmlp_12_no_dist.pth"`, needs PyTorch to read).
 """
 
-import keras
-
-from ffzoo import layers as ffl
 from ffzoo import mlp_layers
-from ffzoo.models import builder, mlp_common
+from ffzoo.models import builder, mlp_docs
 from ffzoo.models.registry import register_model
 from ffzoo.weights import preset_for_model, register_preset
 
-FAMILY = builder.Family(name="resmlp", source_format="resmlp_pth", fixed_token_count=False)
+FAMILY = builder.Family(
+    name="resmlp", source_format="resmlp_pth", fixed_token_count=True,
+    block_layer="res_mlp_block", class_token=False, head_pool="mean",
+    head_initializer=None, head_dropout=True, uniform_drop_path=True)
 
 # FAIR's resmlp_12 / resmlp_24 / resmlp_36 / resmlpB_24 (init_scale: LayerScale's start).
 VARIANTS = {
@@ -62,7 +62,9 @@ PRETRAINED = [
 
 
 def _build(variant, dims, arguments):
-    def blocks(x, num_tokens, drop_path_rates):
+    num_tokens = (dims["image_size"] // dims["patch_size"]) ** 2
+
+    def blocks(x, drop_path_rates):
         for i, rate in enumerate(drop_path_rates):
             x = mlp_layers.ResMLPBlock(
                 num_tokens, dims["embed_dim"], int(dims["embed_dim"] * dims["mlp_ratio"]),
@@ -77,15 +79,14 @@ def _build(variant, dims, arguments):
     # init_scale changes the initialisation only, not the weights' shapes
     changes = builder.architecture_changes(
         {k: v for k, v in dims.items() if k != "init_scale"}, VARIANTS.get(variant))
-    return mlp_common.build_mlp_model(
-        FAMILY, dims, row, arguments, blocks, final_norm, changes,
-        head_initializer=keras.initializers.RandomNormal(stddev=ffl.REFERENCE_STD))
+    return builder.build_model_with_cfg(FAMILY, dims, row, arguments, blocks, changes,
+                                        final_norm=final_norm)
 
 
 def ResMLP(patch_size, embed_dim, depth, mlp_ratio=4.0, init_scale=1e-4, image_size=224,
            include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
            classes=1000, classifier_activation="softmax", name="resmlp", drop_rate=0.0,
-           drop_path_rate=0.0):
+           drop_path_rate=0.0, feature_blocks=None, **kwargs):
     """Builds a ResMLP of any dims as a functional `keras.Model`.
 
     Args:
@@ -107,8 +108,9 @@ def _variant(variant, arguments):
 
 
 def _document(constructor, variant, summary):
-    constructor.__doc__ = mlp_common._DOC.format(
-        summary=summary, variant=variant, dims=mlp_common.describe_dims(VARIANTS[variant]),
+    constructor.__doc__ = mlp_docs.DOC.format(
+        summary=summary, variant=variant,
+        dims=builder.describe_dims(VARIANTS[variant], class_token=False),
         image_size=VARIANTS[variant]["image_size"],
         imagenet="FAIR's published checkpoint, see weights/README.md",
         file_kind="one of FAIR's ResMLP `.pth` files (a bare state dict; needs PyTorch)",
@@ -119,25 +121,29 @@ def _document(constructor, variant, summary):
 
 def ResMLP12(include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
              classes=1000, classifier_activation="softmax", name=None, drop_rate=0.0,
-             drop_path_rate=0.0, image_size=None):
+             drop_path_rate=0.0, image_size=None, feature_blocks=None,
+             **kwargs):
     return _variant("resmlp_12_224", locals())
 
 
 def ResMLP24(include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
              classes=1000, classifier_activation="softmax", name=None, drop_rate=0.0,
-             drop_path_rate=0.0, image_size=None):
+             drop_path_rate=0.0, image_size=None, feature_blocks=None,
+             **kwargs):
     return _variant("resmlp_24_224", locals())
 
 
 def ResMLP36(include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
              classes=1000, classifier_activation="softmax", name=None, drop_rate=0.0,
-             drop_path_rate=0.0, image_size=None):
+             drop_path_rate=0.0, image_size=None, feature_blocks=None,
+             **kwargs):
     return _variant("resmlp_36_224", locals())
 
 
 def ResMLPBig24(include_top=True, weights=None, input_tensor=None, input_shape=None,
                 pooling=None, classes=1000, classifier_activation="softmax", name=None,
-                drop_rate=0.0, drop_path_rate=0.0, image_size=None):
+                drop_rate=0.0, drop_path_rate=0.0, image_size=None, feature_blocks=None,
+                **kwargs):
     return _variant("resmlp_big_24_224", locals())
 
 
