@@ -192,10 +192,11 @@ def test_top5_is_reported_from_six_classes(tmp_path):
 # ---------------------------------------------------------------------------------------
 
 @pytest.mark.once  # which settings a failed start binds is backend-independent
-@pytest.mark.parametrize("wrong", [["--data", "no-such-folder"], ["--batch-size", "64"]])
+@pytest.mark.parametrize("wrong", [["--data", "no-such-folder"],
+                                   ["--weights", "no-such.weights.h5"]])
 def test_the_corrected_command_runs_after_a_failed_start(wrong, folder, nano, tmp_path, capsys):
-    """A wrong --data (caught reading the data) or a batch larger than the 48 training
-    images (caught after the data is read) leaves nothing that blocks the fix."""
+    """A wrong --data (caught reading the data) or a missing --weights file (caught
+    building the model, after the data is read) leaves nothing that blocks the fix."""
     output = tmp_path / "run"
     argv = _args(folder, output, "--epochs", "1", "--steps-per-epoch", "1")
     assert train.main(argv + wrong) == 2
@@ -270,6 +271,7 @@ def test_progress_lines_every_tenth_of_the_loop_and_every_30_seconds(monkeypatch
     assert "\r" not in stream.getvalue() and "\x1b" not in stream.getvalue()
 
 
+@pytest.mark.once  # the argument default is backend-independent (it evaluates the 359 digits)
 def test_evaluate_reads_the_split_its_help_names(folder, nano, tmp_path):
     """`--split`'s documented default is the one used, with and without --data (the
     digits, whose held-out folder is val/)."""
